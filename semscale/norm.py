@@ -1,0 +1,52 @@
+"""Per-image intensity normalisation (pure functions).
+
+The network sees ``(x - lo) / (hi - lo)`` with ``lo``/``hi`` robust percentiles of the *whole image*, computed
+once at ingest and stored in the image's attrs. A pixel's input therefore never depends on the window or the
+Dask chunk that holds it, which keeps blockwise inference independent of chunking and stride.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DEFAULT_PERCENTILES", "apply_norm", "histogram", "norm_from_histogram"]
+
+DEFAULT_PERCENTILES: tuple[float, float] = (0.5, 99.5)
+
+
+def histogram(block: np.ndarray, *, nbins: int) -> np.ndarray:
+    """Counts of each integer grey value ``0..nbins-1`` in ``block`` (int64, shape ``(nbins,)``)."""
+    return np.bincount(np.asarray(block).ravel(), minlength=nbins).astype(np.int64)
+
+
+def norm_from_histogram(
+    hist: np.ndarray, *, percentiles: tuple[float, float] = DEFAULT_PERCENTILES
+) -> dict[str, Any]:
+    """Robust range of an integer image from its grey-value histogram.
+
+    Returns the attrs dict stored per image: ``{"method", "percentiles", "lo", "hi"}``; ``hi > lo`` always
+    (a constant image gets ``hi = lo + 1``).
+    """
+    hist = np.asarray(hist, dtype=np.float64)
+    total = hist.sum()
+    if total <= 0:
+        raise ValueError("Expected a non-empty histogram for `hist`. Got zero counts.")
+    cdf = np.cumsum(hist) / total
+    p_lo, p_hi = percentiles
+    lo = float(np.searchsorted(cdf, p_lo / 100.0, side="left"))
+    hi = float(np.searchsorted(cdf, p_hi / 100.0, side="left"))
+    if hi <= lo:
+        hi = lo + 1.0
+    return {"method": "percentile", "percentiles": [float(p_lo), float(p_hi)], "lo": lo, "hi": hi}
+
+
+def apply_norm(block: Any, norm: dict[str, Any]) -> Any:
+    """Map raw grey values to network input, float32: ``(x - lo) / (hi - lo)`` (no clipping).
+
+    Works on numpy and cupy arrays alike (it only uses array arithmetic).
+    """
+    lo = float(norm["lo"])
+    scale = 1.0 / (float(norm["hi"]) - lo)
+    return (block.astype("float32") - np.float32(lo)) * np.float32(scale)
