@@ -1,0 +1,431 @@
+"""Campaign configuration: typed, validated, loaded from YAML.
+
+A campaign config names the store, the phase classes, the pixel size and every image with its EDS maps and
+labels (the ``images:`` contract of the design notes), plus one optional section per pipeline stage
+(``ingest``, ``labelling``, ``training``, ``inference``, ``cluster``). Every section is a frozen dataclass
+that validates itself when built; unknown keys, wrong types, duplicate ids, bad id characters and missing
+files raise :class:`~semscale.errors.ConfigError` naming the file, the key, what was expected and what was
+found. Relative paths resolve against the config file's folder. ``to_dict()`` round-trips to YAML-able data
+and is stored in the campaign store's attrs, so every result says how it was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from semscale import CLASSES
+from semscale.errors import ConfigError
+
+__all__ = [
+    "CampaignConfig",
+    "ClusterConfig",
+    "ImageEntry",
+    "InferenceConfig",
+    "IngestConfig",
+    "LabellingConfig",
+    "TrainingConfig",
+    "load_config",
+]
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+ROLES = ("train", "test", "predict")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """How images enter the store."""
+
+    chunk_size: int = 1024
+    """Zarr chunk edge (px) of SEM and label arrays."""
+
+    def __post_init__(self) -> None:
+        _check(self.chunk_size >= 16, "ingest.chunk_size", "an integer >= 16", self.chunk_size)
+
+
+@dataclass(frozen=True)
+class LabellingConfig:
+    """EDS-guided automatic target labels (random forest on SEM + registered EDS features)."""
+
+    sigmas: tuple[float, ...] = (0.7, 1.0, 2.0, 4.0, 8.0, 16.0)
+    """Scales (SEM px) of the multiscale SEM features."""
+    n_estimators: int = 100
+    max_depth: int | None = 20
+    max_seeds_per_class: int = 20000
+    """Seed pixels kept per class and image for training the random forest."""
+    seed: int = 0
+    n_jobs: int = -1
+
+    def __post_init__(self) -> None:
+        _check(len(self.sigmas) > 0 and all(s > 0 for s in self.sigmas), "labelling.sigmas",
+               "a non-empty list of positive numbers", list(self.sigmas))
+        _check(self.n_estimators >= 1, "labelling.n_estimators", "an integer >= 1", self.n_estimators)
+        _check(self.max_seeds_per_class >= 10, "labelling.max_seeds_per_class", "an integer >= 10",
+               self.max_seeds_per_class)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """U-Net training; defaults follow the published method (256² patches, batch 32, Adam 1e-3)."""
+
+    name: str = "unet"
+    """Model name: members are stored as ``models/<name>/member_k.keras``."""
+    label_source: str = "target"
+    patch_size: int = 256
+    batch_size: int = 32
+    epochs: int = 250
+    steps_per_epoch: int | None = None
+    learning_rate: float = 1e-3
+    filters: tuple[int, ...] = (16, 32, 64, 128, 256)
+    dropout: tuple[float, ...] = (0.1, 0.1, 0.2, 0.2, 0.3)
+    augment: bool = True
+    ensemble: int = 1
+    split: Literal["tiles", "images"] = "tiles"
+    test_tiles_fraction: float = 140 / 1232
+    """Share of the P×P tile grid held out as test tiles (the paper: 140 of 1232)."""
+    seed: int = 0
+    mixed_precision: Literal["auto", "on", "off"] = "auto"
+
+    def __post_init__(self) -> None:
+        _check(bool(ID_PATTERN.match(self.name)), "training.name", "a name of [A-Za-z0-9_.-]", self.name)
+        depth = len(self.filters) - 1
+        _check(len(self.filters) >= 2 and all(f >= 1 for f in self.filters), "training.filters",
+               "at least two positive integers", list(self.filters))
+        _check(len(self.dropout) == len(self.filters), "training.dropout",
+               f"{len(self.filters)} rates (one per level of `filters`)", list(self.dropout))
+        _check(self.patch_size >= 2**depth and self.patch_size % 2**depth == 0, "training.patch_size",
+               f"a multiple of {2**depth} (2**poolings)", self.patch_size)
+        _check(self.batch_size >= 1, "training.batch_size", "an integer >= 1", self.batch_size)
+        _check(self.epochs >= 1, "training.epochs", "an integer >= 1", self.epochs)
+        _check(self.learning_rate > 0, "training.learning_rate", "a positive number", self.learning_rate)
+        _check(self.ensemble >= 1, "training.ensemble", "an integer >= 1", self.ensemble)
+        _check(0 <= self.test_tiles_fraction < 1, "training.test_tiles_fraction", "a number in [0, 1)",
+               self.test_tiles_fraction)
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Blockwise segmentation of SEM images (sliding windows or large tiles, on a Dask cluster)."""
+
+    model: str | None = None
+    """Model name under ``models/``; default: ``training.name``."""
+    mode: Literal["average", "gaussian", "tile"] = "tile"
+    stride: int | None = None
+    """Window stride (px) for ``average``/``gaussian``; default: the patch size (the paper's fast setting)."""
+    patch_size: int = 256
+    tta: bool = False
+    """Test-time augmentation over the 8 flips/rotations."""
+    probabilities: bool = False
+    """Also write per-class probabilities (float16)."""
+
+    def __post_init__(self) -> None:
+        _check(self.patch_size >= 16, "inference.patch_size", "an integer >= 16", self.patch_size)
+        if self.stride is not None:
+            _check(1 <= self.stride <= self.patch_size, "inference.stride",
+                   f"an integer in 1..patch_size ({self.patch_size})", self.stride)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where Dask work runs: an existing scheduler, or a local (CUDA) cluster built for this machine."""
+
+    address: str | None = None
+    n_workers: int | None = None
+    threads_per_worker: int | None = None
+    memory_limit: str = "auto"
+    gpu: Literal["auto", "on", "off"] = "auto"
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One SEM image of the campaign, with its optional EDS maps and label images."""
+
+    id: str
+    sem: Path
+    sample: str = ""
+    oxidation_min: float | None = None
+    eds: dict[str, Path] = field(default_factory=dict)
+    target: Path | None = None
+    truth: Path | None = None
+    scribbles: Path | None = None
+    """Optional sparse user labels (uint8, 255 = unlabelled) that add to the automatic EDS seeds."""
+    role: Literal["train", "test", "predict"] | None = None
+    """Default: ``train`` when the image has EDS maps or a target, else ``predict``."""
+
+    def __post_init__(self) -> None:
+        if self.role is None:
+            object.__setattr__(self, "role", "train" if (self.eds or self.target) else "predict")
+
+    @property
+    def has_eds(self) -> bool:
+        return bool(self.eds)
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    name: str
+    store: Path
+    pixel_size_um: float
+    images: tuple[ImageEntry, ...]
+    classes: tuple[str, ...] = CLASSES
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    labelling: LabellingConfig = field(default_factory=LabellingConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    source: Path | None = field(default=None, compare=False)
+    """The YAML file this config was read from (not part of the YAML)."""
+
+    def image(self, image_id: str) -> ImageEntry:
+        for entry in self.images:
+            if entry.id == image_id:
+                return entry
+        raise ConfigError(f"{self._where()}: no image with id `{image_id}` "
+                          f"(ids: {', '.join(e.id for e in self.images)}).")
+
+    def _where(self) -> str:
+        return str(self.source) if self.source else "config"
+
+    @property
+    def model_name(self) -> str:
+        return self.inference.model or self.training.name
+
+    @classmethod
+    def from_dict(cls, data: Any, *, base_dir: Path | None = None, source: Path | None = None,
+                  check_files: bool = True) -> CampaignConfig:
+        """Build and validate a config from plain data (as read from YAML)."""
+        where = str(source) if source else "config"
+        base = Path(base_dir) if base_dir is not None else Path.cwd()
+        try:
+            return _build_campaign(data, base=base, where=where, source=source, check_files=check_files)
+        except _FieldError as exc:
+            raise ConfigError(f"{where}: `{exc.key}`: {exc.message}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML-able data (absolute paths); ``from_dict(to_dict())`` gives an equal config."""
+        out = _to_plain(self)
+        out.pop("source", None)
+        return out
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def load_config(path: str | Path, *, check_files: bool = True) -> CampaignConfig:
+    """Read and validate a campaign config from a YAML file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Expected a campaign config file at {path}. Got no such file.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    return CampaignConfig.from_dict(data, base_dir=path.parent.resolve(), source=path, check_files=check_files)
+
+
+# --- validation machinery -------------------------------------------------------------------------
+class _FieldError(ConfigError):
+    """A config value is invalid; ``from_dict`` prefixes the file name when re-raising it."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"`{key}`: {message}")
+        self.key, self.message = key, message
+
+
+def _check(ok: bool, key: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise _FieldError(key, f"expected {expected}, got {got!r}")
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        inner = " or ".join(_type_name(a) for a in args)
+        return f"{inner} or null" if len(args) < len(typing.get_args(tp)) else inner
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+    if origin is dict:
+        return "a mapping"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+            Path: "a file path (string)"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against type ``tp`` (as written in the dataclasses above) and convert it."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except _FieldError:
+                continue
+        raise _FieldError(key, f"expected {_type_name(tp)}, got {_describe(value)}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise _FieldError(key, f"expected {_type_name(tp)}, got {_describe(value)}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _FieldError(key, f"expected {_type_name(tp)}, got {_describe(value)}")
+        (item_tp, *_rest) = typing.get_args(tp)
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # e.g. `sample: 1`
+    elif tp is Path:
+        if isinstance(value, (str, Path)) and str(value):
+            return Path(value)
+    else:  # pragma: no cover - a type this module does not use
+        raise TypeError(tp)
+    raise _FieldError(key, f"expected {_type_name(tp)}, got {_describe(value)}")
+
+
+def _build_section(cls: type, data: Any, key: str) -> Any:
+    """Build a flat section dataclass from a mapping, rejecting unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise _FieldError(key, f"expected a mapping, got {_describe(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise _FieldError(f"{key}.{unknown[0]}", f"unknown key (known keys: {', '.join(sorted(fields))})")
+    kwargs = {name: _coerce(value, hints[name], f"{key}.{name}") for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except _FieldError:
+        raise
+    except TypeError as exc:  # a required key is missing
+        raise _FieldError(key, f"incomplete section: {exc}") from None
+
+
+def _resolve(path: Path, base: Path, key: str, check_files: bool) -> Path:
+    path = path.expanduser()
+    full = path if path.is_absolute() else (base / path)
+    if check_files and not full.is_file():
+        raise _FieldError(key, f"expected an existing file, got {str(path)!r} (looked for {full})")
+    return full
+
+
+_IMAGE_KEYS = {f.name for f in dataclasses.fields(ImageEntry)}
+_TOP_KEYS = {f.name for f in dataclasses.fields(CampaignConfig)} - {"source"}
+_SECTIONS: dict[str, type] = {
+    "ingest": IngestConfig, "labelling": LabellingConfig, "training": TrainingConfig,
+    "inference": InferenceConfig, "cluster": ClusterConfig,
+}
+
+
+def _build_image(data: Any, key: str, base: Path, check_files: bool) -> ImageEntry:
+    if not isinstance(data, Mapping):
+        raise _FieldError(key, f"expected a mapping with at least `id` and `sem`, got {_describe(data)}")
+    unknown = sorted(set(data) - _IMAGE_KEYS)
+    if unknown:
+        raise _FieldError(f"{key}.{unknown[0]}", f"unknown key (known keys: {', '.join(sorted(_IMAGE_KEYS))})")
+    for required in ("id", "sem"):
+        if data.get(required) in (None, ""):
+            raise _FieldError(f"{key}.{required}", "missing required key")
+    image_id = _coerce(data["id"], str, f"{key}.id")
+    if not ID_PATTERN.match(image_id):
+        raise _FieldError(f"{key}.id", f"expected only letters, digits, '_', '.', '-', got {image_id!r}")
+    eds_raw = data.get("eds") or {}
+    if not isinstance(eds_raw, Mapping):
+        raise _FieldError(f"{key}.eds", f"expected a mapping element -> file, got {_describe(eds_raw)}")
+    eds = {}
+    for element, p in eds_raw.items():
+        if not isinstance(element, str) or not re.match(r"^[A-Z][a-z]?$", element):
+            raise _FieldError(f"{key}.eds", f"expected element symbols like Ni, O, Zr as keys, got {element!r}")
+        eds[element] = _resolve(_coerce(p, Path, f"{key}.eds.{element}"), base, f"{key}.eds.{element}",
+                                check_files)
+    kwargs: dict[str, Any] = {"id": image_id, "eds": eds}
+    kwargs["sem"] = _resolve(_coerce(data["sem"], Path, f"{key}.sem"), base, f"{key}.sem", check_files)
+    for name in ("target", "truth", "scribbles"):
+        if data.get(name) is not None:
+            kwargs[name] = _resolve(_coerce(data[name], Path, f"{key}.{name}"), base, f"{key}.{name}",
+                                    check_files)
+    if data.get("sample") is not None:
+        kwargs["sample"] = _coerce(data["sample"], str, f"{key}.sample")
+    if data.get("oxidation_min") is not None:
+        kwargs["oxidation_min"] = _coerce(data["oxidation_min"], float, f"{key}.oxidation_min")
+        _check(kwargs["oxidation_min"] >= 0, f"{key}.oxidation_min", "a number >= 0", kwargs["oxidation_min"])
+    if data.get("role") is not None:
+        kwargs["role"] = _coerce(data["role"], Literal["train", "test", "predict"], f"{key}.role")
+    return ImageEntry(**kwargs)
+
+
+def _build_campaign(data: Any, *, base: Path, where: str, source: Path | None,
+                    check_files: bool) -> CampaignConfig:
+    if not isinstance(data, Mapping):
+        raise _FieldError("<top level>", f"expected a mapping with name, store, pixel_size_um and images, "
+                                         f"got {_describe(data)}")
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise _FieldError(unknown[0], f"unknown key (known keys: {', '.join(sorted(_TOP_KEYS))})")
+    for required in ("name", "store", "pixel_size_um", "images"):
+        if data.get(required) is None:
+            raise _FieldError(required, "missing required key")
+    name = _coerce(data["name"], str, "name")
+    store = _coerce(data["store"], Path, "store").expanduser()
+    store = store if store.is_absolute() else base / store
+    pixel = _coerce(data["pixel_size_um"], float, "pixel_size_um")
+    _check(pixel > 0, "pixel_size_um", "a positive number (µm per pixel)", pixel)
+    classes = _coerce(data.get("classes", list(CLASSES)), tuple[str, ...], "classes")
+    _check(2 <= len(classes) <= 254 and len(set(classes)) == len(classes), "classes",
+           "2..254 distinct class names", list(classes))
+    raw_images = data["images"]
+    if not isinstance(raw_images, list) or not raw_images:
+        raise _FieldError("images", f"expected a non-empty list of images, got {_describe(raw_images)}")
+    images: list[ImageEntry] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw_images):
+        entry = _build_image(item, f"images[{i}]", base, check_files)
+        if entry.id in seen:
+            raise _FieldError(f"images[{i}].id", f"duplicate id {entry.id!r} (first used by images[{seen[entry.id]}])")
+        seen[entry.id] = i
+        images.append(entry)
+    sections = {k: _build_section(cls, data.get(k), k) for k, cls in _SECTIONS.items()}
+    return CampaignConfig(name=name, store=store, pixel_size_um=pixel, images=tuple(images),
+                          classes=classes, source=source, **sections)
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

@@ -1,0 +1,128 @@
+"""Campaign config: every error kind names the file, the key and what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+
+from semscale.config import CampaignConfig, TrainingConfig, load_config
+from semscale.errors import ConfigError
+
+
+@pytest.fixture
+def campaign_dir(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    img = np.zeros((64, 48), np.uint8)
+    for name in ("a_sem", "a_Ni", "a_O", "a_Zr", "b_sem", "a_target"):
+        tifffile.imwrite(data / f"{name}.tif", img)
+    return tmp_path
+
+
+def _base() -> dict:
+    return {
+        "name": "series",
+        "store": "out/c.zarr",
+        "pixel_size_um": 0.04458,
+        "classes": ["pore", "NiO", "Ni", "YSZ"],
+        "images": [
+            {"id": "t000_a", "sem": "data/a_sem.tif", "sample": "A", "oxidation_min": 0,
+             "eds": {"Ni": "data/a_Ni.tif", "O": "data/a_O.tif", "Zr": "data/a_Zr.tif"},
+             "target": "data/a_target.tif"},
+            {"id": "t020_b", "sem": "data/b_sem.tif", "sample": "B", "oxidation_min": 20, "role": "predict"},
+        ],
+    }
+
+
+def _write(campaign_dir: Path, data: dict) -> Path:
+    path = campaign_dir / "campaign.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_valid_config_resolves_paths_and_defaults(campaign_dir: Path) -> None:
+    cfg = load_config(_write(campaign_dir, _base()))
+    assert cfg.store == campaign_dir / "out/c.zarr"
+    a, b = cfg.images
+    assert a.sem == campaign_dir / "data/a_sem.tif" and a.sem.is_file()
+    assert a.eds["Zr"] == campaign_dir / "data/a_Zr.tif"
+    assert a.role == "train" and b.role == "predict"  # default role from EDS presence
+    assert a.oxidation_min == 0.0 and isinstance(a.oxidation_min, float)
+    assert cfg.training.batch_size == 32 and cfg.training.learning_rate == pytest.approx(1e-3)
+    assert cfg.model_name == "unet"
+
+
+def test_round_trip_to_dict(campaign_dir: Path) -> None:
+    data = _base()
+    data["training"] = {"epochs": 3, "filters": [4, 8, 16], "dropout": [0, 0, 0.1], "patch_size": 64}
+    cfg = load_config(_write(campaign_dir, data))
+    again = CampaignConfig.from_dict(yaml.safe_load(cfg.to_yaml()))
+    assert again == cfg
+    assert again.training.filters == (4, 8, 16)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "pattern"),
+    [
+        (lambda d: d.update(colour="red"), r"campaign\.yaml: `colour`: unknown key"),
+        (lambda d: d["images"][0].update(exposure=3), r"`images\[0\]\.exposure`: unknown key"),
+        (lambda d: d["images"][1].update(oxidation_min="soon"),
+         r"`images\[1\]\.oxidation_min`: expected a number, got 'soon' \(str\)"),
+        (lambda d: d.update(pixel_size_um="small"), r"`pixel_size_um`: expected a number, got 'small'"),
+        (lambda d: d["images"][1].update(id="t000_a"),
+         r"`images\[1\]\.id`: duplicate id 't000_a' \(first used by images\[0\]\)"),
+        (lambda d: d["images"][1].update(sem="data/missing.tif"),
+         r"`images\[1\]\.sem`: expected an existing file, got 'data/missing.tif'"),
+        (lambda d: d["images"][0].update(id="t 0/a"),
+         r"`images\[0\]\.id`: expected only letters, digits, '_', '\.', '-', got 't 0/a'"),
+        (lambda d: d.pop("store"), r"`store`: missing required key"),
+        (lambda d: d["images"][0].pop("sem"), r"`images\[0\]\.sem`: missing required key"),
+        (lambda d: d["images"][1].update(role="validate"),
+         r"`images\[1\]\.role`: expected one of 'train', 'test', 'predict', got 'validate'"),
+        (lambda d: d.update(training={"batch_size": "big"}),
+         r"`training\.batch_size`: expected an integer, got 'big' \(str\)"),
+        (lambda d: d.update(training={"learning_rat": 0.1}), r"`training\.learning_rat`: unknown key"),
+        (lambda d: d.update(training={"patch_size": 100}),
+         r"`training\.patch_size`: expected a multiple of 16"),
+        (lambda d: d.update(inference={"mode": "blend"}),
+         r"`inference\.mode`: expected one of 'average', 'gaussian', 'tile', got 'blend'"),
+        (lambda d: d["images"][0].update(eds={"nickel": "data/a_Ni.tif"}),
+         r"`images\[0\]\.eds`: expected element symbols"),
+        (lambda d: d.update(classes=["pore", "pore"]), r"`classes`: expected 2\.\.254 distinct class names"),
+        (lambda d: d.update(images=[]), r"`images`: expected a non-empty list"),
+    ],
+    ids=["unknown-top-key", "unknown-image-key", "wrong-type", "wrong-type-top", "duplicate-id",
+         "missing-file", "bad-id-characters", "missing-required", "missing-required-image", "bad-role",
+         "wrong-type-section", "unknown-section-key", "invalid-value", "bad-literal", "bad-element",
+         "duplicate-classes", "no-images"],
+)
+def test_config_errors_name_file_key_and_expectation(campaign_dir: Path, mutate, pattern: str) -> None:
+    data = _base()
+    mutate(data)
+    path = _write(campaign_dir, data)
+    with pytest.raises(ConfigError, match=pattern) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_missing_config_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="Expected a campaign config file at .*nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
+    top = tmp_path / "list.yaml"
+    top.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping with name, store, pixel_size_um and images"):
+        load_config(top)
+
+
+def test_section_validates_when_built_directly() -> None:
+    with pytest.raises(ConfigError, match=r"`training\.dropout`: expected 3 rates"):
+        TrainingConfig(filters=(4, 8, 16))

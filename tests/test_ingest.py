@@ -1,0 +1,236 @@
+"""Ingest into real Zarr stores on disk: formats, bit depths, streaming, EDS factors, labels, idempotence."""
+
+from __future__ import annotations
+
+import os
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+import zarr
+
+from semscale.config import load_config
+from semscale.errors import InputImageError
+from semscale.ingest import infer_eds_factor, ingest_campaign, iter_bands, label_lut, read_image
+from semscale.store import open_store
+
+PIXEL = 0.04458
+
+
+def _campaign(tmp_path: Path, images: list[dict], **extra) -> Path:
+    cfg = {"name": "t", "store": "c.zarr", "pixel_size_um": PIXEL, "images": images, **extra}
+    path = tmp_path / "campaign.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def _rand(shape, dtype, seed=0) -> np.ndarray:
+    info = np.iinfo(dtype)
+    return np.random.default_rng(seed).integers(0, info.max, shape, dtype=dtype, endpoint=True)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("shape", [(301, 457), (64, 1000)])
+def test_sem_round_trip_with_ngff_metadata(tmp_path: Path, dtype, shape) -> None:
+    img = _rand(shape, dtype)
+    tifffile.imwrite(tmp_path / "a.tif", img, compression="zlib")
+    cfg = load_config(_campaign(tmp_path, [{"id": "a", "sem": "a.tif", "sample": "S1", "oxidation_min": 5}],
+                                ingest={"chunk_size": 128}))
+    store = ingest_campaign(cfg)
+
+    sem = store.sem("a")  # one call -> dask array
+    assert sem.dtype == dtype and sem.shape == shape and sem.chunksize == (min(128, shape[0]), 128)
+    np.testing.assert_array_equal(sem.compute(), img)
+
+    group = zarr.open_group(cfg.store / "images" / "a", mode="r")
+    ome = group.attrs["ome"]
+    ms = ome["multiscales"][0]
+    assert [ax["name"] for ax in ms["axes"]] == ["y", "x"]
+    assert {ax["unit"] for ax in ms["axes"]} == {"micrometer"}
+    scales = [d["coordinateTransformations"][0]["scale"][0] for d in ms["datasets"]]
+    assert scales[0] == pytest.approx(PIXEL)
+    assert all(b == pytest.approx(2 * a) for a, b in zip(scales, scales[1:]))
+    for level, d in enumerate(ms["datasets"]):
+        assert group[d["path"]].shape[1] == -(-shape[1] // 2**level)
+
+    attrs = group.attrs["semscale"]
+    assert attrs["sample"] == "S1" and attrs["oxidation_min"] == 5 and attrs["complete"]
+    assert attrs["source"].endswith("a.tif") and len(attrs["sha256"]) == 64
+    lo, hi = np.percentile(img, [0.5, 99.5])
+    assert attrs["norm"]["lo"] == pytest.approx(lo, abs=1.0 + 1e-3 * hi)
+    assert attrs["norm"]["hi"] == pytest.approx(hi, abs=1.0 + 1e-3 * hi)
+    assert len(ms["datasets"]) == (1 if max(shape) <= 512 else 2)
+    if len(ms["datasets"]) == 1:
+        return
+    # the level-1 pyramid is the rounded 2x2 mean
+    l1 = np.asarray(group["1"][:2, :2], dtype=float)
+    ref = img[:4, :4].astype(float).reshape(2, 2, 2, 2).mean(axis=(1, 3))
+    np.testing.assert_allclose(l1, np.rint(ref))
+
+
+def test_png_and_npy_inputs(tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
+    img = _rand((97, 131), np.uint8, seed=3)
+    iio.imwrite(tmp_path / "a.png", img)
+    np.save(tmp_path / "b.npy", img.astype(np.uint16) * 200)
+    cfg = load_config(_campaign(tmp_path, [{"id": "a", "sem": "a.png"}, {"id": "b", "sem": "b.npy"}]))
+    store = ingest_campaign(cfg)
+    np.testing.assert_array_equal(store.sem("a").compute(), img)
+    np.testing.assert_array_equal(store.sem("b").compute(), img.astype(np.uint16) * 200)
+
+
+def test_bad_images_give_clear_errors(tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
+    rgb = _rand((20, 30, 3), np.uint8)
+    iio.imwrite(tmp_path / "rgb.png", rgb)
+    np.save(tmp_path / "f.npy", np.zeros((10, 10), np.float32))
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    with pytest.raises(InputImageError, match="Expected a grey image in .*rgb.png.*differing channels"):
+        read_image(tmp_path / "rgb.png")
+    with pytest.raises(InputImageError, match=r"8- or 16-bit unsigned grey image in .*f.npy. Got dtype float32"):
+        read_image(tmp_path / "f.npy")
+    with pytest.raises(InputImageError, match="single-channel .* 3 samples per pixel"):
+        read_image(tmp_path / "rgb.tif")
+    (tmp_path / "x.gif").write_bytes(b"GIF89a")
+    with pytest.raises(InputImageError, match="Got suffix '.gif'"):
+        read_image(tmp_path / "x.gif")
+
+
+@pytest.mark.parametrize("layout", [{"tile": (128, 128)}, {"tile": (96, 160)}, {"rowsperstrip": 7}, {}])
+def test_band_streaming_reassembles_any_tiff_layout(tmp_path: Path, layout) -> None:
+    img = _rand((1001, 777), np.uint16, seed=1)
+    tifffile.imwrite(tmp_path / "x.tif", img, bigtiff=True, compression="zlib" if layout else None, **layout)
+    for rows in (100, 256):
+        out = np.zeros_like(img)
+        seen = []
+        for y0, band in iter_bands(tmp_path / "x.tif", rows=rows):
+            assert band.shape[0] <= rows
+            out[y0:y0 + band.shape[0]] = band
+            seen.append(y0)
+        assert sorted(seen) == list(range(0, 1001, rows))
+        np.testing.assert_array_equal(out, img)
+
+
+def test_tiled_bigtiff_streams_with_flat_memory(tmp_path: Path) -> None:
+    """Peak memory while ingesting a tiled BigTIFF does not grow with the image's height."""
+    row = _rand((256, 2048), np.uint8, seed=2)
+    peaks = {}
+    for i, n in enumerate((2, 4, 16)):  # the first run is a warm-up: one-off import costs
+        img = np.tile(row, (n, 1))
+        tifffile.imwrite(tmp_path / f"h{n}.tif", img, bigtiff=True, tile=(256, 256), compression="zlib")
+        cfg = load_config(_campaign(tmp_path, [{"id": f"h{n}", "sem": f"h{n}.tif"}], ingest={"chunk_size": 256}))
+        tracemalloc.start()
+        store = ingest_campaign(cfg)
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        np.testing.assert_array_equal(store.sem_array(f"h{n}")[::37, ::41], img[::37, ::41])
+        del img
+    grown = peaks[16] - peaks[4]
+    size_step = (16 - 4) * row.nbytes
+    assert grown < 0.1 * size_step, f"peak grew {grown / 2**20:.1f} MiB for {size_step / 2**20:.0f} MiB more image"
+    assert peaks[16] < 16 * row.nbytes
+
+
+@pytest.mark.parametrize(
+    ("sem", "eds", "factor"),
+    [((2856, 4096), (714, 1024), 4), ((1001, 777), (251, 195), 4), ((1001, 777), (250, 194), 4),
+     ((300, 200), (100, 67), 3), ((64, 64), (64, 64), 1)],
+)
+def test_eds_factor_inference(sem, eds, factor) -> None:
+    assert infer_eds_factor(sem, eds) == factor
+
+
+def test_eds_factor_errors() -> None:
+    with pytest.raises(InputImageError, match=r"integer downsampling .* 1000×1000. Got 300×300"):
+        infer_eds_factor((1000, 1000), (300, 300))
+    with pytest.raises(InputImageError, match="no larger than the SEM image"):
+        infer_eds_factor((100, 100), (200, 50))
+
+
+def test_eds_maps_stored_at_native_resolution(tmp_path: Path) -> None:
+    sem = _rand((203, 150), np.uint8)
+    maps = {el: _rand((51, 38), np.uint16, seed=i) for i, el in enumerate(("Ni", "O", "Zr"))}
+    tifffile.imwrite(tmp_path / "sem.tif", sem)
+    for el, m in maps.items():
+        tifffile.imwrite(tmp_path / f"{el}.tif", m)
+    tifffile.imwrite(tmp_path / "bad.tif", _rand((60, 38), np.uint16))
+    images = [{"id": "a", "sem": "sem.tif", "eds": {el: f"{el}.tif" for el in maps}}]
+    store = ingest_campaign(load_config(_campaign(tmp_path, images)))
+    assert store.eds_factor("a") == 4
+    assert store.image_attrs("a")["role"] == "train"
+    for el, m in maps.items():
+        np.testing.assert_array_equal(store.eds("a")[el].compute(), m)
+    images[0]["eds"]["O"] = "bad.tif"
+    with pytest.raises(InputImageError, match="share one shape"):
+        ingest_campaign(load_config(_campaign(tmp_path, images)))
+
+
+def test_label_grey_levels_and_indices(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    truth = rng.integers(0, 4, (90, 70)).astype(np.uint8)
+    target = truth.copy()
+    target[::7] = 255
+    sem = _rand((90, 70), np.uint8)
+    tifffile.imwrite(tmp_path / "sem.tif", sem)
+    tifffile.imwrite(tmp_path / "truth.tif", (truth * 85).astype(np.uint8))  # 0/85/170/255 grey levels
+    tifffile.imwrite(tmp_path / "target.tif", target)  # indices with 255 = unlabelled
+    tifffile.imwrite(tmp_path / "t16.tif", (truth.astype(np.uint16) * 21845))  # 16-bit grey levels
+    images = [{"id": "a", "sem": "sem.tif", "truth": "truth.tif", "target": "target.tif"},
+              {"id": "b", "sem": "sem.tif", "truth": "t16.tif"}]
+    store = ingest_campaign(load_config(_campaign(tmp_path, images)))
+    np.testing.assert_array_equal(store.labels("a", "truth").compute(), truth)
+    np.testing.assert_array_equal(store.labels("a", "target").compute(), target)
+    np.testing.assert_array_equal(store.labels("b", "truth").compute(), truth)
+    lg = zarr.open_group(store.path / "images/a/labels", mode="r")
+    assert set(lg.attrs["ome"]["labels"]) == {"truth", "target"}
+    colours = lg["truth"].attrs["ome"]["image-label"]["colors"]
+    assert [c["label-value"] for c in colours][:4] == [0, 1, 2, 3]
+
+
+def test_label_errors(tmp_path: Path) -> None:
+    counts = np.zeros(256, np.int64)
+    counts[[0, 3, 100]] = 5
+    with pytest.raises(InputImageError, match=r"Got values \[100\]"):
+        label_lut(counts, 4)
+    tifffile.imwrite(tmp_path / "sem.tif", _rand((50, 40), np.uint8))
+    tifffile.imwrite(tmp_path / "truth.tif", np.zeros((40, 50), np.uint8))
+    with pytest.raises(InputImageError, match=r"SEM image's shape \(50, 40\). Got \(40, 50\)"):
+        ingest_campaign(load_config(_campaign(tmp_path, [{"id": "a", "sem": "sem.tif", "truth": "truth.tif"}])))
+
+
+def _chunk_mtimes(root: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_reingest_unchanged_is_noop_and_changes_are_detected(tmp_path: Path) -> None:
+    from semscale.ingest import ingest_image
+
+    sem = _rand((130, 90), np.uint8)
+    truth = np.random.default_rng(1).integers(0, 4, sem.shape).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "sem.tif", sem)
+    tifffile.imwrite(tmp_path / "truth.tif", truth)
+    cfg = load_config(_campaign(tmp_path, [{"id": "a", "sem": "sem.tif", "truth": "truth.tif"}],
+                                ingest={"chunk_size": 64}))
+    store = ingest_campaign(cfg)
+    # a stale prediction for this image must go when the SEM changes
+    store.prediction_group("m", "a", create=True).attrs["semscale"] = {"complete": True}
+    before = _chunk_mtimes(cfg.store / "images")
+
+    assert ingest_image(store, cfg.images[0], chunk_size=64) == {"sem": "unchanged", "truth": "unchanged"}
+    assert _chunk_mtimes(cfg.store / "images") == before
+
+    sem2 = sem.copy()
+    sem2[0, 0] ^= 0xFF
+    tifffile.imwrite(tmp_path / "sem.tif", sem2)
+    os.utime(tmp_path / "sem.tif")
+    report = ingest_image(open_store(cfg.store), cfg.images[0], chunk_size=64)
+    assert report["sem"] == "changed" and report["truth"] == "ingested"
+    store = open_store(cfg.store)
+    np.testing.assert_array_equal(store.sem("a").compute(), sem2)
+    np.testing.assert_array_equal(store.labels("a", "truth").compute(), truth)
+    assert "a" not in store.root["predictions/m"]
