@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -122,6 +123,182 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+@_command("label")
+def _cmd_label(args: argparse.Namespace) -> int:
+    from semscale.campaign import label
+    from semscale.ingest import ingest_campaign
+
+    config = _load(args.config)
+    store = ingest_campaign(config)
+    from semscale.cluster import get_client
+
+    with get_client(**args.cluster_kwargs(config)) as client:
+        result = label(config, store, overwrite=args.overwrite, client=client)
+    _print(f"labelled: {', '.join(result.get('labelled', [])) or 'nothing to do'}")
+    return 0
+
+
+@_command("evaluate")
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from semscale.metrics import evaluate_store, format_confusion
+    from semscale.store import open_store
+
+    store = open_store(_store_path(args.target))
+    pred: Any = ("predictions", args.model) if args.model else ("labels", args.labels)
+    result = evaluate_store(store, args.image or None, pred=pred, ref=args.ref)
+    if args.json:
+        _print(json.dumps(result, indent=2, default=str))
+        return 0
+    what = f"model {args.model}" if args.model else f"labels {args.labels}"
+    for image_id, res in result["images"].items():
+        _print(format_confusion(res, title=f"{image_id}: {what} vs {args.ref}"))
+        _print()
+    if len(result["images"]) > 1 and result.get("total"):
+        _print(format_confusion(result["total"], title=f"all images: {what} vs {args.ref}"))
+    if not result["images"]:
+        _print(f"no image has both {what} and {args.ref}")
+        return 1
+    return 0
+
+
+@_command("train")
+def _cmd_train(args: argparse.Namespace) -> int:
+    from semscale.campaign import train
+    from semscale.ingest import ingest_campaign
+    from semscale.train import format_models, list_models
+
+    config = _load(args.config)
+    store = ingest_campaign(config)
+    if args.scheduler or ((args.ensemble or config.training.ensemble) > 1 and args.parallel):
+        from semscale.cluster import get_client
+
+        with get_client(**args.cluster_kwargs(config)) as client:
+            train(config, store, client=client, ensemble=args.ensemble, epochs=args.epochs,
+                  steps_per_epoch=args.steps, fresh=args.fresh)
+    else:
+        train(config, store, ensemble=args.ensemble, epochs=args.epochs, steps_per_epoch=args.steps,
+              fresh=args.fresh)
+    _print(format_models([m for m in list_models(store) if m["name"] == config.training.name]))
+    return 0
+
+
+@_command("models")
+def _cmd_models(args: argparse.Namespace) -> int:
+    from semscale.store import open_store
+    from semscale.train import format_models, list_models
+
+    models = list_models(open_store(_store_path(args.store), mode="r"))
+    if args.json:
+        _print(json.dumps(models, indent=2, default=str))
+    else:
+        _print(format_models(models) if models else "no models")
+    return 0
+
+
+@_command("predict")
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from semscale.cluster import get_client
+
+    overrides = {"mode": args.mode, "stride": args.stride, "tta": args.tta or None,
+                 "write_probabilities": args.probabilities or None, "model": args.model}
+    source = Path(args.source)
+    if source.suffix in (".yaml", ".yml"):
+        from semscale.campaign import predict
+        from semscale.ingest import ingest_campaign
+
+        config = _load(args.source)
+        store = ingest_campaign(config)
+        with get_client(**args.cluster_kwargs(config)) as client:
+            results = predict(config, store, image_ids=args.image or None, client=client,
+                              overwrite=args.overwrite, **overrides)
+    elif (source / "zarr.json").exists():
+        from semscale.campaign import model_member_paths
+        from semscale.infer import predict_to_store
+        from semscale.store import open_store
+
+        store = open_store(source)
+        name = args.model or (store.model_names() or ["unet"])[0]
+        paths = [Path(p) for p in args.model_file] if args.model_file else model_member_paths(store, name)
+        settings = {k: v for k, v in overrides.items() if v is not None and k != "model"}
+        with get_client(**args.cluster_kwargs()) as client:
+            results = [predict_to_store(store, i, model_paths=paths, model_name=name, client=client,
+                                        overwrite=args.overwrite, **settings)
+                       for i in (args.image or store.image_ids())]
+    else:
+        return _predict_file(args, source, overrides)
+    for r in results:
+        _print(f"{r['image']}: {r['computed']} of {r['blocks']} blocks computed ({r['mode']}, "
+               f"{r['evaluations_per_pixel']:.2f} evaluations/px, {r['seconds']:.1f} s)")
+    return 0
+
+
+def _predict_file(args: argparse.Namespace, source: Path, overrides: dict[str, Any]) -> int:
+    import numpy as np
+    import tifffile
+
+    from semscale.infer import segment_array
+    from semscale.ingest import read_image
+
+    if not args.model_file:
+        from semscale.errors import ConfigError
+
+        raise ConfigError("Expected --model-file MODEL.keras (repeatable) to segment an image file.")
+    image = read_image(source)
+    settings = {k: v for k, v in overrides.items() if v is not None and k not in ("model", "write_probabilities")}
+    out = segment_array(image, model_paths=args.model_file, **settings)
+    target = Path(args.output or source.with_name(source.stem + "_labels.tif"))
+    tifffile.imwrite(target, out["labels"].astype(np.uint8), compression="zlib")
+    _print(f"wrote {target} (labels 0..K-1)")
+    return 0
+
+
+@_command("run")
+def _cmd_run(args: argparse.Namespace) -> int:
+    from semscale.campaign import STAGES, run_campaign
+
+    config = _load(args.config)
+    stages = args.stages or list(STAGES)
+    summary = run_campaign(config, stages=stages, cluster_kwargs=args.cluster_kwargs(config),
+                           overwrite=args.overwrite, epochs=args.epochs, ensemble=args.ensemble)
+    _report(config, summary)
+    return 0
+
+
+@_command("demo")
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from semscale.campaign import run_campaign, write_demo_campaign
+
+    config = write_demo_campaign(args.out, size=args.size, seed=args.seed)
+    _print(f"demo campaign: {config.source}")
+    summary = run_campaign(config, cluster_kwargs=args.cluster_kwargs(config))
+    _report(config, summary)
+    return 0
+
+
+def _report(config: Any, summary: dict[str, Any]) -> None:
+    from semscale.metrics import format_confusion
+
+    ev = summary.get("evaluate", {})
+    for key, title in (("target_vs_truth", "EDS-guided targets vs ground truth"),
+                       ("model_vs_truth", f"U-Net `{config.model_name}` vs ground truth"),
+                       ("model_vs_target", f"U-Net `{config.model_name}` vs targets")):
+        total = (ev.get(key) or {}).get("total")
+        if total:
+            _print(format_confusion(total, title=title))
+            _print()
+    if "stats" in summary:
+        _print(f"phase fractions: {summary['stats']['csv']}")
+        _print(f"plot:            {summary['stats']['plot']}")
+    _print(f"store: {config.store}   ({summary['seconds']:.0f} s)")
+
+
+def _store_path(value: str) -> Path:
+    path = Path(value)
+    if path.suffix in (".yaml", ".yml"):
+        return _load(value).store
+    return path
+
+
 # --- parser -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -153,6 +330,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", help="campaign store (.zarr folder)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    p = sub.add_parser("label", help="EDS-guided target labels for images with EDS maps")
+    p.add_argument("config", help="campaign YAML")
+    p.add_argument("--overwrite", action="store_true", help="redo existing automatic targets")
+    _cluster_args(p)
+
+    p = sub.add_parser("evaluate", help="score labels or predictions against target/truth (confusion table)")
+    p.add_argument("target", metavar="STORE|CONFIG", help="campaign store or its config")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", help="score predictions of this model")
+    src.add_argument("--labels", default="target", help="score this label image (default target)")
+    p.add_argument("--ref", default="truth", help="reference labels (default truth)")
+    p.add_argument("--image", action="append", metavar="ID", help="only this image (repeatable)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("train", help="train the U-Net (ensemble) on the campaign's train images")
+    p.add_argument("config", help="campaign YAML")
+    p.add_argument("--ensemble", type=int, metavar="M", help="number of members (default training.ensemble)")
+    p.add_argument("--epochs", type=int, help="override training.epochs")
+    p.add_argument("--steps", type=int, metavar="N", help="override training.steps_per_epoch")
+    p.add_argument("--parallel", action="store_true", help="train members as parallel Dask tasks")
+    p.add_argument("--fresh", action="store_true", help="start over instead of resuming checkpoints")
+    _cluster_args(p)
+
+    p = sub.add_parser("models", help="list a store's models with their metrics")
+    p.add_argument("store", metavar="STORE|CONFIG")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("predict", help="segment a campaign, a store's images or one image file")
+    p.add_argument("source", help="campaign YAML, store (.zarr) or an image file (TIFF/PNG/npy)")
+    p.add_argument("--model", help="model name in the store (default: the config's)")
+    p.add_argument("--model-file", action="append", metavar="KERAS", help="model file(s); repeat for an ensemble")
+    p.add_argument("--mode", choices=["average", "gaussian", "tile"], help="window blending (default tile)")
+    p.add_argument("--stride", type=int, help="window stride in px (average/gaussian)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (8 flips/rotations)")
+    p.add_argument("--probabilities", action="store_true", help="also write class probabilities (float16)")
+    p.add_argument("--image", action="append", metavar="ID", help="only this image (repeatable)")
+    p.add_argument("--overwrite", action="store_true", help="recompute completed blocks")
+    p.add_argument("-o", "--output", help="output TIFF (image-file mode)")
+    _cluster_args(p)
+
+    p = sub.add_parser("run", help="run a whole campaign: ingest, label, train, predict, evaluate, stats")
+    p.add_argument("config", help="campaign YAML")
+    p.add_argument("--stages", nargs="+", choices=["ingest", "label", "train", "predict", "evaluate", "stats"])
+    p.add_argument("--epochs", type=int, help="override training.epochs")
+    p.add_argument("--ensemble", type=int, metavar="M")
+    p.add_argument("--overwrite", action="store_true", help="redo labels and predictions")
+    _cluster_args(p)
+
+    p = sub.add_parser("demo", help="simulate a small campaign and run all of it (no GPU needed)")
+    p.add_argument("out", nargs="?", default="semscale-demo", type=Path, help="folder (default semscale-demo)")
+    p.add_argument("--size", type=int, default=512, help="image edge in px (default 512)")
+    p.add_argument("--seed", type=int, default=0)
+    _cluster_args(p)
     return parser
 
 
@@ -165,6 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from semscale._progress import setup_logging
     from semscale.errors import SemscaleError
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     setup_logging(args.verbose)
     args.cluster_kwargs = lambda config=None: _cluster_kwargs(args, config)
     try:
