@@ -41,7 +41,7 @@ def campaign_stats(store: Any, *, model: str) -> Any:
     classes = list(store.classes)
     K = len(classes)
     ids = [i for i in store.image_ids() if f"predictions/{model}/{i}" in store.root]
-    sources = {"model": lambda i: _prediction_labels(store, model, i),
+    sources = {"model": lambda i: store.prediction_labels(model, i),
                "target": lambda i: store.labels(i, "target") if store.has_labels(i, "target") else None,
                "truth": lambda i: store.labels(i, "truth") if store.has_labels(i, "truth") else None}
     lazy: dict[str, list[Any]] = {name: [] for name in sources}
@@ -75,12 +75,6 @@ def campaign_stats(store: Any, *, model: str) -> Any:
     }
     return xr.Dataset(data_vars, coords=coords,
                       attrs={"model": model, "pixel_size_um": store.pixel_size_um, "ignore_label": IGNORE_LABEL})
-
-
-def _prediction_labels(store: Any, model: str, image_id: str) -> Any:
-    import dask.array as da
-
-    return da.from_zarr(store.root[f"predictions/{model}/{image_id}/labels/0"])
 
 
 def plot_fractions(ds: Any, path: str | Path) -> Path:

@@ -380,6 +380,18 @@ class CampaignStore:
             raise StoreError(f"Expected predictions `{key}` in {self.path}. Got none; run `semscale predict`.")
         return self.root[key]
 
+    def prediction_labels(self, model: str, image_id: str) -> Any:
+        """Predicted labels (uint8 dask array, level 0) of ``model`` for ``image_id``."""
+        import dask.array as da
+
+        g = self.prediction_group(model, image_id)
+        if "labels" not in g or "0" not in g["labels"]:
+            raise StoreError(
+                f"Expected labels in predictions/{model}/{image_id} of {self.path}. Got none; run "
+                "`semscale predict` for that image."
+            )
+        return da.from_zarr(g["labels"]["0"])
+
     def prediction_models(self) -> list[str]:
         return sorted(self.root["predictions"].group_keys()) if "predictions" in self.root else []
 

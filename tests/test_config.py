@@ -126,3 +126,11 @@ def test_missing_config_file_and_bad_yaml(tmp_path: Path) -> None:
 def test_section_validates_when_built_directly() -> None:
     with pytest.raises(ConfigError, match=r"`training\.dropout`: expected 3 rates"):
         TrainingConfig(filters=(4, 8, 16))
+
+
+def test_shipped_example_config_is_valid() -> None:
+    path = Path(__file__).resolve().parents[1] / "configs" / "oxidation-series.yaml"
+    cfg = load_config(path, check_files=False)
+    assert len(cfg.images) == 8 and cfg.training.ensemble == 10
+    assert [e.role for e in cfg.images].count("train") == 3
+    assert cfg.image("t030_b").role == "test"

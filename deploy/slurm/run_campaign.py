@@ -1,0 +1,48 @@
+"""Run a semscale campaign on SLURM: dask-jobqueue starts the workers, semscale uses them.
+
+    pip install dask-jobqueue
+    python deploy/slurm/run_campaign.py campaign.yaml --jobs 4 --gpus-per-job 1 --partition gpu
+
+Each job is one Dask worker with one thread per GPU (TensorFlow/Keras owns the device). The store must be on
+a file system shared by the login node and the compute nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from dask.distributed import Client
+from dask_jobqueue import SLURMCluster
+
+from semscale.campaign import run_campaign
+from semscale.config import load_config
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--partition", default=None)
+    p.add_argument("--gpus-per-job", type=int, default=1)
+    p.add_argument("--cores", type=int, default=8)
+    p.add_argument("--memory", default="64GB")
+    p.add_argument("--walltime", default="04:00:00")
+    args = p.parse_args()
+
+    extra = [f"--gres=gpu:{args.gpus_per_job}"] if args.gpus_per_job else []
+    cluster = SLURMCluster(
+        queue=args.partition, cores=args.cores, processes=max(1, args.gpus_per_job), memory=args.memory,
+        walltime=args.walltime, job_extra_directives=extra,
+        worker_extra_args=["--resources", f"GPU={max(1, args.gpus_per_job)}"] if args.gpus_per_job else [],
+    )
+    cluster.scale(jobs=args.jobs)
+    with Client(cluster) as client:
+        print("dashboard:", client.dashboard_link)
+        client.wait_for_workers(1)
+        summary = run_campaign(load_config(args.config), client=client)
+        print(f"done in {summary['seconds']:.0f} s")
+    cluster.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The command line, run as a user would: synth → ingest → info, errors, and a whole tiny campaign."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+import zarr
+
+from semscale.cli import main
+
+
+def test_help_is_instant_without_heavy_imports() -> None:
+    code = ("import sys, semscale.cli as c; c.build_parser().format_help(); "
+            "heavy = [m for m in ('tensorflow', 'keras', 'dask', 'zarr', 'cupy', 'dask_cuda') if m in sys.modules]; "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    help_text = subprocess.run([sys.executable, "-m", "semscale.cli", "--help"], capture_output=True,
+                               text=True, check=True).stdout
+    for command in ("synth", "ingest", "info", "label", "train", "predict", "evaluate", "models", "run", "demo"):
+        assert command in help_text
+
+
+def test_synth_ingest_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "c"
+    assert main(["synth", str(out), "--images", "3", "--shape", "200", "300", "--seed", "4"]) == 0
+    cfg_path = out / "campaign.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    assert len(cfg["images"]) == 3
+    assert main(["ingest", str(cfg_path)]) == 0
+    store = out / cfg["store"]
+    for image in cfg["images"]:
+        group = zarr.open_group(store / "images" / image["id"], mode="r")
+        assert group.attrs["ome"]["multiscales"][0]["axes"][0]["unit"] == "micrometer"
+        assert group["0"].shape == (200, 300)
+    capsys.readouterr()
+    assert main(["info", str(store), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [im["id"] for im in summary["images"]] == sorted(im["id"] for im in cfg["images"])
+    assert all(im["complete"] and "truth" in im["labels"] for im in summary["images"])
+    with_eds = [im for im in summary["images"] if im["eds"]]
+    assert with_eds and all(im["eds"] == ["Ni", "O", "Zr"] for im in with_eds)
+    assert main(["info", str(store)]) == 0  # the table view
+    assert "t0" in capsys.readouterr().out
+
+
+def test_errors_are_one_line_with_nonzero_exit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ingest", str(tmp_path / "missing.yaml")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("semscale: error: Expected a campaign config file") and "\n" not in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "x", "store": "s.zarr", "pixel_size_um": 0.1,
+                                   "images": [{"id": "a", "sem": "nope.tif"}]}))
+    assert main(["ingest", str(bad)]) == 1
+    assert "`images[0].sem`: expected an existing file" in capsys.readouterr().err
+    assert main(["info", str(tmp_path)]) == 1
+    assert "Expected a semscale store" in capsys.readouterr().err
+    with pytest.raises(Exception, match="Expected a campaign config file"):
+        main(["--debug", "ingest", str(tmp_path / "missing.yaml")])
+
+
+def test_whole_campaign_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """synth → run (ingest, label, train, predict, evaluate, stats) with a tiny U-Net; a rerun skips work."""
+    out = tmp_path / "c"
+    main(["synth", str(out), "--images", "3", "--shape", "160", "192", "--eds", "2", "--times", "0", "30", "120"])
+    cfg_path = out / "campaign.yaml"
+    data = yaml.safe_load(cfg_path.read_text())
+    data["training"] = {"filters": [4, 8, 16], "dropout": [0, 0, 0], "patch_size": 64, "batch_size": 4,
+                        "epochs": 1, "steps_per_epoch": 3, "test_tiles_fraction": 0.2}
+    data["inference"] = {"patch_size": 64}
+    data["ingest"] = {"chunk_size": 96}
+    data["cluster"] = {"n_workers": 1, "threads_per_worker": 2}
+    cfg_path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    assert main(["run", str(cfg_path)]) == 0
+    text = capsys.readouterr().out
+    assert "vs ground truth" in text and "phase fractions" in text
+    store = out / data["store"]
+    root = zarr.open_group(store, mode="r")
+    for image in data["images"]:
+        labels = root[f"predictions/unet/{image['id']}/labels/0"][:]
+        assert labels.shape == (160, 192) and labels.max() < 4
+    fractions = (store / "report" / "phase_fractions.csv").read_text().splitlines()
+    assert len(fractions) == 1 + 3 * 4  # header + image × phase
+    assert (store / "report" / "phase_fractions.png").stat().st_size > 10_000
+
+    import xarray as xr
+
+    ds = xr.open_zarr(store, group="stats")
+    np.testing.assert_allclose(ds["fraction"].sum("phase").values, 1.0, atol=1e-9)
+    assert sorted(ds["oxidation_min"].values.tolist()) == [0.0, 30.0, 120.0]
+
+    before = {p: p.stat().st_mtime_ns for p in (store / "predictions").rglob("*") if p.is_file()
+              and p.name != "zarr.json"}
+    assert main(["run", str(cfg_path), "--stages", "ingest", "label", "train", "predict"]) == 0
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert after == before  # nothing recomputed
