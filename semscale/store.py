@@ -439,30 +439,29 @@ def write_dask(src: Any, target: zarr.Array) -> None:
 
 
 def _write_pyramid(group: zarr.Group, *, kind: str) -> int:
-    """Write levels 1.. of ``group`` from level 0, chunk by chunk (memory bounded); return level count."""
-    import dask.array as da
+    """Write levels 1.. of ``group`` from level 0; return the level count.
 
+    Works one output chunk at a time (reading the 2×2 chunks of the level above it), so memory is a few
+    chunks whatever the image size.
+    """
     level0 = group["0"]
     n = _n_levels(level0.shape)
     for name in [k for k in group.array_keys() if k != "0"]:
         del group[name]
-    prev = da.from_zarr(level0)
+    prev = level0
     for level in range(1, n):
-        # 2x2 reduction needs even-sized chunks (except the last) so blocks stay aligned.
-        chunks = tuple(max(2, c - (c % 2)) for c in level0.chunks)
-        src = prev.rechunk(chunks) if prev.chunksize != chunks else prev
-        out_chunks = tuple(tuple(math.ceil(c / 2) for c in cs) for cs in src.chunks)
-        down = src.map_blocks(
-            _downsample, kind=kind, dtype=level0.dtype, chunks=out_chunks,
-            meta=np.empty((0, 0), level0.dtype),
-        )
+        shape = tuple(math.ceil(s / 2) for s in prev.shape)
         arr = group.create_array(
-            str(level), shape=down.shape, chunks=tuple(min(c, s) for c, s in zip(level0.chunks, down.shape)),
+            str(level), shape=shape, chunks=tuple(min(c, s) for c, s in zip(level0.chunks, shape)),
             dtype=level0.dtype, compressors=compressor(), fill_value=level0.fill_value,
             dimension_names=("y", "x"),
         )
-        write_dask(down, arr)
-        prev = da.from_zarr(arr)
+        cy, cx = arr.chunks
+        for y in range(0, shape[0], cy):
+            for x in range(0, shape[1], cx):
+                block = prev[2 * y:2 * (y + cy), 2 * x:2 * (x + cx)]
+                arr[y:y + cy, x:x + cx] = _downsample(np.asarray(block), kind=kind)
+        prev = arr
     return n
 
 
