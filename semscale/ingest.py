@@ -311,8 +311,12 @@ def _write_label_file(store: Any, image_id: str, name: str, path: Path, sha: str
         counts += histogram(band, nbins=nbins)
     lut = label_lut(counts, len(store.classes), where=f"`{name}` labels {path}")
     arr = store.create_labels(image_id, name, attrs={"source": str(path), "sha256": sha, "origin": "file"})
+    step = max(1, (1 << 20) // max(1, info.shape[1]))  # rows per lookup: bounds the int64 index temporary
     for y0, band in iter_bands(path, rows=rows):
-        arr[y0:y0 + band.shape[0], :] = lut[band]
+        mapped = np.empty(band.shape, np.uint8)
+        for r in range(0, band.shape[0], step):
+            mapped[r:r + step] = lut[band[r:r + step]]
+        arr[y0:y0 + band.shape[0], :] = mapped
     store.finish_labels(image_id, name)
 
 

@@ -16,9 +16,17 @@ __all__ = ["DEFAULT_PERCENTILES", "apply_norm", "histogram", "norm_from_histogra
 DEFAULT_PERCENTILES: tuple[float, float] = (0.5, 99.5)
 
 
-def histogram(block: np.ndarray, *, nbins: int) -> np.ndarray:
-    """Counts of each integer grey value ``0..nbins-1`` in ``block`` (int64, shape ``(nbins,)``)."""
-    return np.bincount(np.asarray(block).ravel(), minlength=nbins).astype(np.int64)
+def histogram(block: np.ndarray, *, nbins: int, step: int = 1 << 20) -> np.ndarray:
+    """Counts of each integer grey value ``0..nbins-1`` in ``block`` (int64, shape ``(nbins,)``).
+
+    Counted ``step`` pixels at a time: ``np.bincount`` converts its input to int64, which for a whole
+    band of a wide image would cost eight times the band's memory.
+    """
+    flat = np.asarray(block).reshape(-1)
+    counts = np.zeros(nbins, np.int64)
+    for start in range(0, flat.size, step):
+        counts += np.bincount(flat[start:start + step], minlength=nbins)[:nbins]
+    return counts
 
 
 def norm_from_histogram(
