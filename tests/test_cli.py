@@ -15,6 +15,17 @@ import zarr
 from semscale.cli import main
 
 
+@pytest.fixture(autouse=True)
+def _restore_semscale_logger():
+    """``main`` configures the ``semscale`` logger for a terminal; undo it so caplog works in other tests."""
+    import logging
+
+    log = logging.getLogger("semscale")
+    saved = (log.handlers[:], log.level, log.propagate)
+    yield
+    log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+
+
 def test_help_is_instant_without_heavy_imports() -> None:
     code = ("import sys, semscale.cli as c; c.build_parser().format_help(); "
             "heavy = [m for m in ('tensorflow', 'keras', 'dask', 'zarr', 'cupy', 'dask_cuda') if m in sys.modules]; "
