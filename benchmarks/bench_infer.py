@@ -1,0 +1,340 @@
+"""Inference benchmark: modes × cost × accuracy on a 2856×4096 simulator image, raw network ceiling,
+1 vs 2 workers, and peak memory on mosaics of growing size.
+
+    python benchmarks/bench_infer.py all --out bench-out            # everything (reuses cached data/model)
+    python benchmarks/bench_infer.py mosaic --out bench-out --size 16384   # one mosaic run (fresh process)
+
+The paper U-Net is trained briefly (``--train-seconds``) on simulated 256² patches with ground truth and
+cached in ``OUT/unet/member_0.keras``; the benchmark image is simulated once into ``OUT/bench.zarr``.
+``average`` at stride 32 costs ~70 network evaluations per pixel, so it runs on a central crop only (full
+image context) and its full-image time is extrapolated from its evaluation count. Results go to
+``OUT/results.json`` and a Markdown table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SHAPE = (2856, 4096)
+CHUNK = 1024
+CROP = (slice(1152, 1664), slice(1024, 2048))  # 512 × 1024 px, aligned to 32
+
+
+class PeakRSS:
+    """Samples the resident memory of this process and its children (MiB) in a thread."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        import psutil
+
+        self.proc = psutil.Process()
+        self.interval = interval
+        self.peak = 0.0
+        self._stop = threading.Event()
+
+    def _rss(self) -> float:
+        total = self.proc.memory_info().rss
+        for child in self.proc.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except Exception:
+                pass
+        return total / 2**20
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = self._rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --- data and model ----------------------------------------------------------------------------------
+def bench_store(out: Path) -> Any:
+    from semscale.norm import histogram, norm_from_histogram
+    from semscale.store import create_store, open_store
+    from semscale.synth import simulate
+
+    path = out / "bench.zarr"
+    if path.exists():
+        s = open_store(path)
+        if s.has_image("bench") and s.has_labels("bench", "truth"):
+            return s
+    log("simulating the 2856×4096 benchmark image")
+    sim = simulate(SHAPE, oxidation_min=60, seed=123, with_eds=False)
+    s = create_store(path, name="bench", pixel_size_um=0.04458)
+    a = s.create_image("bench", shape=SHAPE, dtype=sim.sem.dtype, chunks=CHUNK)
+    a[:] = sim.sem
+    s.finish_image("bench", norm=norm_from_histogram(histogram(sim.sem, nbins=256)))
+    s.write_labels("bench", "truth", sim.truth)
+    return s
+
+
+def train_model(out: Path, *, seconds: float, batch: int = 8, seed: int = 0) -> Path:
+    """Brief fit of the paper U-Net on random 256² patches of simulated images (flips/rotations)."""
+    path = out / "unet" / "member_0.keras"
+    if path.exists():
+        return path
+    import keras
+
+    from semscale.infer import norm_for_array
+    from semscale.model import build_unet, save_model
+    from semscale.norm import apply_norm
+    from semscale.synth import simulate
+
+    log("simulating training images")
+    images, truths = [], []
+    for k, t in enumerate((0, 30, 60, 120)):
+        sim = simulate((1024, 1024), oxidation_min=t, seed=1000 + k, with_eds=False)
+        images.append(apply_norm(sim.sem, norm_for_array(sim.sem)))
+        truths.append(sim.truth)
+    rng = np.random.default_rng(seed)
+
+    def sample() -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for _ in range(batch):
+            i = rng.integers(len(images))
+            y0, x0 = rng.integers(0, 1024 - 256, 2)
+            x = images[i][y0 : y0 + 256, x0 : x0 + 256]
+            y = truths[i][y0 : y0 + 256, x0 : x0 + 256]
+            k = int(rng.integers(4))
+            x, y = np.rot90(x, k), np.rot90(y, k)
+            if rng.random() < 0.5:
+                x, y = x[:, ::-1], y[:, ::-1]
+            xs.append(x)
+            ys.append(y)
+        return np.stack(xs)[..., None].astype(np.float32), np.stack(ys).astype(np.int32)
+
+    keras.utils.set_random_seed(seed)
+    model = build_unet(seed=seed)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    log(f"training the paper U-Net for {seconds:.0f} s (batch {batch} × 256²)")
+    t0, step, hist = time.perf_counter(), 0, []
+    while time.perf_counter() - t0 < seconds:
+        x, y = sample()
+        loss, acc = model.train_on_batch(x, y)[:2]
+        hist.append((float(loss), float(acc)))
+        step += 1
+        if step % 10 == 0:
+            recent = np.mean(hist[-10:], axis=0)
+            log(f"  step {step}: loss {recent[0]:.3f} acc {recent[1]:.3f}")
+    recent = np.mean(hist[-20:], axis=0)
+    save_model(model, path, sidecar={
+        "patch_size": 256, "seed": seed,
+        "training": {"steps": step, "batch": batch, "seconds": round(time.perf_counter() - t0, 1),
+                     "final_loss": float(recent[0]), "final_accuracy": float(recent[1]),
+                     "data": "4 simulated 1024² images (oxidation 0/30/60/120 min), random 256² patches"},
+    })
+    return path
+
+
+# --- runs ------------------------------------------------------------------------------------------
+def run_mode(store: Any, model: Path, name: str, **kw: Any) -> dict[str, Any]:
+    from semscale.infer import predict_to_store
+
+    with PeakRSS() as rss:
+        t0 = time.perf_counter()
+        summ = predict_to_store(store, "bench", model_paths=[model], model_name=name, overwrite=True, **kw)
+        dt = time.perf_counter() - t0
+    px = SHAPE[0] * SHAPE[1]
+    res = {"name": name, **{k: v for k, v in kw.items() if k != "client"}, "seconds": dt,
+           "mpx_per_s": px / 1e6 / dt, "evals_per_px": summ["evaluations_per_pixel"], "peak_rss_mib": rss.peak}
+    log(f"{name}: {dt:.1f} s, {res['mpx_per_s']:.3f} Mpx/s, {res['evals_per_px']:.2f} evals/px, "
+        f"peak RSS {rss.peak:.0f} MiB")
+    return res
+
+
+def s32_crop(store: Any, model: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    from semscale.infer import (
+        _keras_fn,
+        input_extent,
+        make_geometry,
+        predict_region,
+        read_symmetric,
+    )
+    from semscale.model import get_cached_model
+    from semscale.norm import apply_norm
+
+    m, meta = get_cached_model(model)
+    geom = make_geometry("average", patch_size=256, stride=32, multiple=meta["multiple"], batch_size=8)
+    core = ((CROP[0].start, CROP[0].stop), (CROP[1].start, CROP[1].stop))
+    (lo0, hi0), (lo1, hi1) = input_extent(*core[0], geom), input_extent(*core[1], geom)
+    raw = read_symmetric(store.sem_array("bench"), (lo0, hi0), (lo1, hi1))
+    x = apply_norm(raw, store.norm("bench"))
+    log("average s=32 on the crop")
+    t0 = time.perf_counter()
+    out = predict_region(x, origin=(lo0, lo1), core=core, predict_fns=[_keras_fn(m)], geom=geom)
+    dt = time.perf_counter() - t0
+    from semscale.infer import count_evaluations, window_starts
+
+    n_win = len(window_starts(*core[0], patch_size=256, stride=32)) * len(window_starts(*core[1], patch_size=256, stride=32))
+    evals_crop = n_win * 256 * 256
+    full = count_evaluations(SHAPE, tuple(tuple(min(CHUNK, s - a) for a in range(0, s, CHUNK)) for s in SHAPE), geom)
+    eval_rate = evals_crop / dt
+    res = {"name": "average_s32 (crop; full image extrapolated)", "mode": "average", "stride": 32,
+           "crop_seconds": dt, "evals_per_px": full / (SHAPE[0] * SHAPE[1]),
+           "seconds": full / eval_rate, "mpx_per_s": SHAPE[0] * SHAPE[1] / 1e6 / (full / eval_rate),
+           "extrapolated": True}
+    log(f"s32 crop: {dt:.1f} s; extrapolated full image {res['seconds']:.0f} s ({res['evals_per_px']:.1f} evals/px)")
+    return np.argmax(out[..., :4], -1).astype(np.uint8), res
+
+
+def raw_throughput(store: Any, model: Path, size: int) -> dict[str, Any]:
+    from semscale.model import get_cached_model
+    from semscale.norm import apply_norm
+
+    m, _ = get_cached_model(model)
+    x = apply_norm(np.asarray(store.sem_array("bench")[:size, :size]), store.norm("bench"))[None, ..., None]
+    m.predict_on_batch(x)
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        m.predict_on_batch(x)
+        times.append(time.perf_counter() - t0)
+    dt = min(times)
+    log(f"raw network on one {size}² tile: {size * size / 1e6 / dt:.3f} Mpx/s")
+    return {"tile_px": size, "seconds": dt, "mpx_per_s": size * size / 1e6 / dt}
+
+
+def run_workers(store: Any, model: Path, n_workers: int) -> dict[str, Any]:
+    from distributed import Client, LocalCluster
+
+    from semscale.model import get_cached_model
+
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cl, \
+            Client(cl) as c:
+        c.run(get_cached_model, str(model.resolve()))  # warm: import the backend, load the model
+        res = run_mode(store, model, f"tile_{n_workers}w", mode="tile", client=c)
+    res["workers"] = n_workers
+    return res
+
+
+def mosaic(out: Path, size: int) -> dict[str, Any]:
+    """Peak RSS of tile-mode Zarr→Zarr prediction on a size×size mosaic with a tiny model (fresh process)."""
+    import resource
+
+    from semscale.infer import predict_to_store, read_symmetric
+    from semscale.model import build_unet, save_model
+    from semscale.store import create_store
+
+    src = bench_store(out)
+    tiny = out / "tiny" / "tiny.keras"
+    if not tiny.exists():
+        save_model(build_unet(filters=(4, 8, 16), seed=0), tiny, sidecar={"patch_size": 256})
+    path = out / f"mosaic_{size}.zarr"
+    s = create_store(path, name="mosaic", pixel_size_um=0.04458)
+    if not s.has_image("m"):
+        a = s.create_image("m", shape=(size, size), dtype=np.uint8, chunks=CHUNK)
+        sem = src.sem_array("bench")
+        for y in range(0, size, CHUNK):
+            for x in range(0, size, CHUNK):
+                a[y : y + CHUNK, x : x + CHUNK] = read_symmetric(sem, (y, y + CHUNK), (x, x + CHUNK))
+        s.finish_image("m", norm=src.norm("bench"))
+    with PeakRSS() as rss:
+        t0 = time.perf_counter()
+        predict_to_store(s, "m", model_paths=[tiny], model_name="tiny", mode="tile", overwrite=True)
+        dt = time.perf_counter() - t0
+    res = {"size": size, "mpx": size * size / 1e6, "seconds": dt, "mpx_per_s": size * size / 1e6 / dt,
+           "peak_rss_mib_predict": rss.peak, "max_rss_mib_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    print("RESULT " + json.dumps(res), flush=True)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["all", "mosaic"])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--size", type=int, default=16384)
+    ap.add_argument("--train-seconds", type=float, default=420)
+    ap.add_argument("--skip", nargs="*", default=[], help="parts to skip: s64 s32 workers mosaic")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("SEMSCALE_PROGRESS", "0")
+    if args.what == "mosaic":
+        mosaic(args.out, args.size)
+        return
+    results_path = args.out / "results.json"
+    results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.exists() else {}
+
+    def save() -> None:
+        results_path.write_text(json.dumps(results, indent=2, default=float))
+
+    store = bench_store(args.out)
+    model = train_model(args.out, seconds=args.train_seconds)
+    results["model"] = json.loads(model.with_suffix(".json").read_text())["training"]
+    results.setdefault("runs", {})
+    runs = [("average_s256", {"mode": "average", "stride": 256}),
+            ("average_s128", {"mode": "average", "stride": 128}),
+            ("gaussian_s128", {"mode": "gaussian", "stride": 128}),
+            ("tile_b1024", {"mode": "tile"}),
+            ("tile_b2048", {"mode": "tile", "block_size": 2048, "tile_size": 2048}),
+            ("average_s64", {"mode": "average", "stride": 64})]
+    for name, kw in runs:
+        if name == "average_s64" and "s64" in args.skip:
+            continue
+        if name not in results["runs"]:
+            results["runs"][name] = run_mode(store, model, name, **kw)
+            save()
+    results["raw"] = [raw_throughput(store, model, n) for n in (1248, 2272)]
+    save()
+    if "s32" not in args.skip and "average_s32" not in results["runs"]:
+        lab32, res32 = s32_crop(store, model)
+        np.save(args.out / "s32_crop_labels.npy", lab32)
+        results["runs"]["average_s32"] = res32
+        save()
+    # accuracy vs truth and agreement with average s=32 (on the crop)
+    from semscale.infer import open_predictions
+
+    truth = store.labels("bench", "truth").compute()
+    lab32 = np.load(args.out / "s32_crop_labels.npy") if (args.out / "s32_crop_labels.npy").exists() else None
+    for name, r in results["runs"].items():
+        if name == "average_s32":
+            r["accuracy_crop"] = float((lab32 == truth[CROP]).mean())
+            r["agreement_s32_crop"] = 1.0
+            continue
+        lab = open_predictions(store, name, "bench")["labels"].compute()
+        r["accuracy"] = float((lab == truth).mean())
+        r["accuracy_crop"] = float((lab[CROP] == truth[CROP]).mean())
+        if lab32 is not None:
+            r["agreement_s32_crop"] = float((lab[CROP] == lab32).mean())
+    save()
+    if "workers" not in args.skip:
+        results["workers"] = [run_workers(store, model, n) for n in (1, 2)]
+        save()
+    if "mosaic" not in args.skip:
+        results["mosaic"] = []
+        for size in (4096, 16384):
+            log(f"mosaic {size}² (fresh process)")
+            proc = subprocess.run([sys.executable, __file__, "mosaic", "--out", str(args.out), "--size", str(size)],
+                                  capture_output=True, text=True, check=True)
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+            results["mosaic"].append(json.loads(line[len("RESULT "):]))
+            log(str(results["mosaic"][-1]))
+            save()
+    print(json.dumps(results, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Shared pytest fixtures: a tiny U-Net (and a 2-member ensemble) saved once per session, and a real
+2-worker ``distributed.LocalCluster`` client on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TINY_FILTERS = (4, 8, 16)
+"""Two poolings: inputs must be multiples of 4 px; receptive field 44 px."""
+TINY_PATCH = 32
+
+
+def _save_tiny(folder: Path, name: str, seed: int) -> Path:
+    from semscale.model import build_unet, save_model
+
+    model = build_unet(filters=TINY_FILTERS, seed=seed)
+    return save_model(model, folder / f"{name}.keras", sidecar={"patch_size": TINY_PATCH, "seed": seed})
+
+
+@pytest.fixture(scope="session")
+def tiny_unet_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny U-Net (filters 4/8/16, random weights, seed 1) with its JSON sidecar."""
+    return _save_tiny(tmp_path_factory.mktemp("models"), "tiny", seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_ensemble_paths(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two saved tiny U-Nets (seeds 11, 12) forming an ensemble."""
+    folder = tmp_path_factory.mktemp("ensemble")
+    return [_save_tiny(folder, f"member_{k}", seed=11 + k) for k in range(2)]
+
+
+@pytest.fixture(scope="session")
+def client() -> Iterator[object]:
+    """A real distributed client: LocalCluster, 2 workers × 1 thread, in-process (processes=False)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+    ) as cluster, Client(cluster) as c:
+        yield c
