@@ -1,0 +1,205 @@
+"""Central-claim study: a U-Net trained only on automatic EDS-guided targets beats those targets.
+
+On simulated Ni/YSZ images (ground truth known), this script
+
+1. simulates ``--n-train`` training images (role ``train``) and ``--n-test`` held-out images (role
+   ``predict``; never read by the training), all with EDS maps, into a fresh campaign store;
+2. makes the automatic EDS-guided targets ``labels/target`` with :func:`semscale.labelling.label_store`
+   (``--targets truth`` copies the ground truth instead: a stand-in for debugging only, which proves
+   nothing about the claim);
+3. trains one U-Net on the targets of the training images (:func:`semscale.train.train_model`);
+4. segments the held-out images whole (fully convolutional, reflection padding) and scores the targets and
+   the U-Net against the ground truth (accuracy, mean IoU, per class).
+
+Results go to ``<out>/<name>_results.json`` and to the log. Example (about 25 min on 2 CPU cores)::
+
+    nice python examples/train_study.py --out study --size 768 --n-train 4 --n-test 2 \\
+        --filters 8 16 32 64 --patch 128 --batch 16 --steps 40 --epochs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("train_study")
+
+
+def build_store(out: Path, *, size: int, n_train: int, n_test: int, seed: int) -> object:
+    from semscale.norm import histogram, norm_from_histogram
+    from semscale.store import compressor, create_store
+    from semscale.synth import simulate
+
+    path = out / "study.zarr"
+    if path.exists():
+        shutil.rmtree(path)
+    store = create_store(path, name="train-study", pixel_size_um=0.04458)
+    times = [0, 5, 20, 120, 10, 60, 2, 30]
+    for k in range(n_train + n_test):
+        role = "train" if k < n_train else "predict"
+        image_id = f"{role}_{k}"
+        sim = simulate((size, size), oxidation_min=times[k % len(times)], seed=seed + 101 * k)
+        a = store.create_image(image_id, shape=sim.sem.shape, dtype=sim.sem.dtype, chunks=512)
+        a[:] = sim.sem
+        store.finish_image(image_id, role=role, oxidation_min=times[k % len(times)],
+                           norm=norm_from_histogram(histogram(sim.sem, nbins=256)))
+        store.write_labels(image_id, "truth", sim.truth)
+        g = store.eds_group(image_id, create=True)
+        for el, arr in sim.eds.items():
+            g.create_array(el, data=arr, chunks=(256, 256), compressors=compressor())
+        g.attrs["semscale"] = {"factor": sim.eds_factor, "complete": True}
+        log.info("simulated %s (%s, %d min)", image_id, role, times[k % len(times)])
+    return store
+
+
+def score(ref: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
+    from semscale.metrics import confusion_matrix, scores_from_confusion
+
+    s = scores_from_confusion(confusion_matrix(ref, pred, n_classes=len(classes)), classes=classes)
+    return {"accuracy": s["accuracy"], "mean_iou": s["mean_iou"],
+            "iou": {c: s["per_class"][c]["iou"] for c in classes}, "confusion": s["confusion"]}
+
+
+def segment_whole(model: object, image: np.ndarray, multiple: int) -> np.ndarray:
+    """Labels of a whole normalised image: pad (reflect) to a multiple of ``multiple`` px, one pass, crop."""
+    import keras
+
+    h, w = image.shape
+    ph, pw = (-h) % multiple, (-w) % multiple
+    x = np.pad(image, ((0, ph), (0, pw)), mode="symmetric")[None, ..., None]
+    prob = keras.ops.convert_to_numpy(model.predict_on_batch(x))[0, :h, :w]
+    return np.argmax(prob, axis=-1).astype(np.uint8)
+
+
+class TimeBudget:
+    """Keras callback factory: stop training after ``minutes`` (checked at epoch ends)."""
+
+    def __new__(cls, minutes: float) -> object:
+        import keras
+
+        class _Budget(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.t0 = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                if time.perf_counter() - self.t0 > minutes * 60:
+                    log.warning("time budget of %.1f min reached after epoch %d", minutes, epoch + 1)
+                    self.model.stop_training = True
+
+        return _Budget()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("train-study"))
+    ap.add_argument("--size", type=int, default=768, help="image edge (px)")
+    ap.add_argument("--n-train", type=int, default=4)
+    ap.add_argument("--n-test", type=int, default=2)
+    ap.add_argument("--targets", choices=["auto", "truth"], default="auto")
+    ap.add_argument("--filters", type=int, nargs="+", default=[8, 16, 32, 64])
+    ap.add_argument("--patch", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--test-tiles", type=float, default=140 / 1232)
+    ap.add_argument("--budget-min", type=float, default=25.0, help="stop training after this many minutes")
+    ap.add_argument("--ignore-boundary", type=float, default=0.0,
+                    help="leave target pixels within this many px of another class out of the loss")
+    ap.add_argument("--name", default="study", help="model name in the store")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse", action="store_true", help="reuse the store (and its targets) if present")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+
+    from semscale.store import open_store
+
+    if args.reuse and (args.out / "study.zarr" / "zarr.json").exists():
+        store = open_store(args.out / "study.zarr")
+    else:
+        store = build_store(args.out, size=args.size, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
+    ids = store.image_ids()
+    t_label = time.perf_counter()
+    if not all(store.has_labels(i, "target") for i in ids):
+        if args.targets == "auto":
+            from semscale.labelling import label_store
+
+            label_store(store, ids, overwrite=True, n_jobs=2)
+        else:
+            log.warning("STAND-IN: targets are the ground truth (--targets truth); the claim is not tested")
+            for i in ids:
+                store.write_labels(i, "target", store.labels(i, "truth"), attrs={"method": "truth stand-in"})
+    label_s = time.perf_counter() - t_label
+    classes = list(store.classes)
+
+    from semscale.model import load_model
+    from semscale.norm import apply_norm
+    from semscale.train import train_model
+
+    t_train = time.perf_counter()
+    depth = len(args.filters) - 1
+    side = train_model(
+        store, name=args.name, patch_size=args.patch, batch_size=args.batch, epochs=args.epochs,
+        steps_per_epoch=args.steps, learning_rate=args.lr, filters=tuple(args.filters),
+        dropout=tuple([0.1] * len(args.filters)), seed=args.seed, test_tiles_fraction=args.test_tiles,
+        ignore_boundary_px=args.ignore_boundary, resume=False, workers=2, callbacks=[TimeBudget(args.budget_min)],
+    )
+    train_s = time.perf_counter() - t_train
+    model, _ = load_model(store.models_dir(args.name) / "member_0.keras")
+
+    rows = {}
+    for i in ids:
+        truth = store.labels(i, "truth").compute()
+        target = store.labels(i, "target").compute()
+        image = apply_norm(np.asarray(store.sem_array(i)[...]), store.norm(i))
+        t0 = time.perf_counter()
+        pred = segment_whole(model, image, 2**depth)
+        rows[i] = {
+            "role": store.image_attrs(i).get("role"),
+            "target_vs_truth": score(truth, target, classes),
+            "unet_vs_truth": score(truth, pred, classes),
+            "unet_vs_target": score(target, pred, classes),
+            "predict_seconds": round(time.perf_counter() - t0, 2),
+        }
+
+    def pooled(role: str, key: str) -> dict:
+        cm = sum(np.array(r[key]["confusion"]) for r in rows.values() if r["role"] == role)
+        from semscale.metrics import scores_from_confusion
+
+        s = scores_from_confusion(cm, classes=classes)
+        return {"accuracy": s["accuracy"], "mean_iou": s["mean_iou"],
+                "iou": {c: s["per_class"][c]["iou"] for c in classes}}
+
+    summary = {
+        "targets": args.targets,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "cpu_cores_visible": __import__("os").cpu_count(),
+        "seconds": {"labelling": round(label_s, 1), "training": round(train_s, 1),
+                    "total": round(time.perf_counter() - t_all, 1)},
+        "epochs_trained": side["epochs_trained"], "best_epoch": side["best_epoch"],
+        "val_tiles": {"accuracy_vs_target": side["val_accuracy"], "mean_iou_vs_target": side["val_mean_iou"]},
+        "held_out": {"target_vs_truth": pooled("predict", "target_vs_truth"),
+                     "unet_vs_truth": pooled("predict", "unet_vs_truth")},
+        "train_images": {"target_vs_truth": pooled("train", "target_vs_truth"),
+                         "unet_vs_truth": pooled("train", "unet_vs_truth")},
+        "images": rows,
+    }
+    (args.out / f"{args.name}_results.json").write_text(json.dumps(summary, indent=2))
+    h = summary["held_out"]
+    log.info("held-out images: targets vs truth: accuracy %.4f, mean IoU %.4f | U-Net vs truth: accuracy "
+             "%.4f, mean IoU %.4f", h["target_vs_truth"]["accuracy"], h["target_vs_truth"]["mean_iou"],
+             h["unet_vs_truth"]["accuracy"], h["unet_vs_truth"]["mean_iou"])
+    log.info("times: labelling %.0f s, training %.0f s, total %.0f s", label_s, train_s,
+             summary["seconds"]["total"])
+
+
+if __name__ == "__main__":
+    main()
