@@ -120,7 +120,7 @@ def test_tiled_bigtiff_streams_with_flat_memory(tmp_path: Path) -> None:
     """Peak memory while ingesting a tiled BigTIFF does not grow with the image's height."""
     row = _rand((256, 2048), np.uint8, seed=2)
     peaks = {}
-    for i, n in enumerate((2, 4, 16)):  # the first run is a warm-up: one-off import costs
+    for n in (2, 4, 16):  # the first run is a warm-up: one-off import costs
         img = np.tile(row, (n, 1))
         tifffile.imwrite(tmp_path / f"h{n}.tif", img, bigtiff=True, tile=(256, 256), compression="zlib")
         cfg = load_config(_campaign(tmp_path, [{"id": f"h{n}", "sem": f"h{n}.tif"}], ingest={"chunk_size": 256}))
