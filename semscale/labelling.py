@@ -64,6 +64,8 @@ __all__ = [
     "shift_native",
     "smooth",
     "smooth_eds",
+    "boundary_seed_candidates",
+    "sem_class_stats",
     "train_classifier",
     "unmix",
 ]
@@ -829,6 +831,96 @@ def _ensure_min_chunk(x: Any, size: int) -> Any:
     return x
 
 
+BOUNDARY_MIN_FRACTION = 0.1
+"""A solid phase counts as present at a pixel when its unmixed EDS fraction is at least this."""
+BOUNDARY_MIN_SEPARATION = 2.0
+"""Boundary seeds only between phases whose SEM grey-level means differ by this many standard deviations."""
+BOUNDARY_MIN_LOG_RATIO = 3.0
+"""SEM log-likelihood margin (e³ ≈ 20×) by which a boundary seed's class must beat the other phase."""
+
+
+def sem_class_stats(values: np.ndarray, classes_of: np.ndarray, *, classes: Sequence[str],
+                    min_count: int = 50) -> dict[str, tuple[float, float]]:
+    """Mean and standard deviation of the smoothed SEM (σ = 1 px) per class at seed pixels."""
+    out = {}
+    for k, name in enumerate(classes):
+        v = np.asarray(values)[np.asarray(classes_of) == k]
+        if v.size >= min_count:
+            out[name] = (float(v.mean()), float(max(v.std(), 1e-3)))
+    return out
+
+
+def _boundary_block(b: np.ndarray, halo: int, channels: Mapping[str, np.ndarray], rules: EdsRules,
+                    stats: Mapping[str, tuple[float, float]], class_index: Mapping[str, int]) -> np.ndarray:
+    from scipy import ndimage
+
+    s1 = _gaussian(np.asarray(b, np.float32), SEM_SMOOTH_SIGMA)
+    away = ndimage.binary_erosion(s1 >= rules.sem.threshold, structure=_disk(SOLID_PORE_GAP_PX), border_value=1)
+    core = (slice(halo, b.shape[0] - halo), slice(halo, b.shape[1] - halo))
+    s1, away = s1[core], away[core]
+    q = eds_quantities(channels, scales=rules.scales, o_per_zr=rules.o_per_zr)
+    f = unmix(q, rules.endmembers)
+    names = [c for c in UNMIX_PHASES if c in rules.endmembers and c in stats]
+    present = {c: f[c] >= BOUNDARY_MIN_FRACTION for c in names}
+    n_present = np.sum([present[c] for c in names], axis=0) if names else np.zeros(s1.shape)
+    ll = {}
+    for c in names:
+        mu, sd = stats[c]
+        z = (s1 - np.float32(mu)) / np.float32(sd)
+        ll[c] = (-0.5 * z * z - np.float32(math.log(sd)), np.abs(z))
+    out = np.full(s1.shape, IGNORE_LABEL, np.uint8)
+    for i, a in enumerate(names):
+        for c in names[i + 1 :]:
+            (mu_a, sd_a), (mu_c, sd_c) = stats[a], stats[c]
+            if abs(mu_a - mu_c) < BOUNDARY_MIN_SEPARATION * max(sd_a, sd_c):
+                continue  # the SEM cannot tell these two apart reliably: no boundary seeds
+            pair = (n_present == 2) & present[a] & present[c] & away
+            for win, lose in ((a, c), (c, a)):
+                ok = pair & (ll[win][0] - ll[lose][0] >= BOUNDARY_MIN_LOG_RATIO) & (ll[win][1] <= 2.5)
+                out[ok] = class_index[win]
+    return out
+
+
+def boundary_seed_candidates(
+    sem_norm: Any, eds: Mapping[str, np.ndarray], rules: EdsRules, *, factor: int,
+    stats: Mapping[str, tuple[float, float]], shift: tuple[float, float] = (0.0, 0.0),
+    classes: Sequence[str] = PHASES,
+) -> Any:
+    """Seeds near solid|solid phase boundaries, where the EDS is blurred but the SEM is clear (uint8).
+
+    Where the unmixed EDS fractions (:func:`unmix`) show exactly two solid phases, a pixel (not within
+    ``SOLID_PORE_GAP_PX`` of SEM-dark pixels) becomes a seed of the one whose SEM grey-level distribution
+    (``stats``: mean, std of the σ = 1 px smoothed SEM per class, from the interior seeds) explains it
+    ``BOUNDARY_MIN_LOG_RATIO`` better and typically (|z| ≤ 2.5). The EDS always allows the class (its
+    fraction is ≥ ``BOUNDARY_MIN_FRACTION``). Pairs of phases the SEM cannot separate (means closer than
+    ``BOUNDARY_MIN_SEPARATION`` standard deviations) get none. Dask in → dask out.
+    """
+    import dask.array as da
+
+    class_index = {c: list(classes).index(c) for c in PHASES if c in classes}
+    halo = _halo(SEM_SMOOTH_SIGMA) + math.ceil(SOLID_PORE_GAP_PX)
+    shape = tuple(int(v) for v in sem_norm.shape)
+    eds = {el: np.asarray(eds[el], np.float32) for el in ELEMENTS}
+    shift = (float(shift[0]), float(shift[1]))
+
+    def run(b: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        ch = {el: _sample(m, rows, cols, factor, shift) for el, m in eds.items()}
+        return _boundary_block(b, halo, ch, rules, stats, class_index)
+
+    if not isinstance(sem_norm, da.Array):
+        return run(np.pad(np.asarray(sem_norm, np.float32), halo, mode="symmetric"), (0, shape[0]), (0, shape[1]))
+    sem_norm = _ensure_min_chunk(sem_norm, halo)
+    chunks = sem_norm.chunks
+    padded = da.overlap.overlap(sem_norm.astype(np.float32), depth={0: halo, 1: halo},
+                                boundary={0: "reflect", 1: "reflect"})
+
+    def block(b: np.ndarray, block_info: Any = None) -> np.ndarray:
+        rows, cols = _block_range(chunks, block_info[None]["chunk-location"])
+        return run(b, rows, cols)
+
+    return da.map_blocks(block, padded, chunks=chunks, dtype=np.uint8, meta=np.empty((0, 0), np.uint8))
+
+
 def _hash_keys(index: np.ndarray, seed: int) -> np.ndarray:
     """Deterministic pseudo-random uint64 key per global pixel index (splitmix64), chunk-independent."""
     with np.errstate(over="ignore"):
@@ -1057,6 +1149,10 @@ class _Prepared:
     features: Any
     candidates: Any
     picked: Any
+    sem_norm: Any = None
+    eds: dict[str, np.ndarray] = field(default_factory=dict)
+    factor: int = 1
+    n_boundary: dict[str, int] = field(default_factory=dict)
     n_auto: dict[str, int] = field(default_factory=dict)
     n_scribbled: dict[str, int] = field(default_factory=dict)
 
@@ -1083,7 +1179,30 @@ def _prepare(
     feats = feature_stack(sem_n, eds_s, factor=factor, shift=reg.shift_px, scales=rules.scales,
                           o_per_zr=rules.o_per_zr, endmembers=rules.endmembers or None, sigmas=sigmas)
     picked = select_seeds(cand, n_classes=len(store.classes), max_per_class=max_seeds_per_class, seed=seed)
-    return _Prepared(image_id, reg, rules, feats, cand, picked)
+    return _Prepared(image_id, reg, rules, feats, cand, picked, sem_norm=sem_n, eds=eds_s, factor=factor)
+
+
+def _add_boundary_seeds(p: _Prepared, flat: np.ndarray, cls: np.ndarray, *, classes: Sequence[str],
+                        max_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Add SEM-decided seeds near solid|solid boundaries (see :func:`boundary_seed_candidates`)."""
+    import dask
+
+    if not p.rules.endmembers or len(flat) == 0:
+        return flat, cls
+    width = p.sem_norm.shape[1]
+    ys, xs = np.divmod(flat, width)
+    values = np.asarray(dask.compute(smooth(p.sem_norm).vindex[ys, xs])[0])
+    stats = sem_class_stats(values, cls, classes=classes)
+    cand = boundary_seed_candidates(p.sem_norm, p.eds, p.rules, factor=p.factor, stats=stats,
+                                    shift=p.registration.shift_px, classes=classes)
+    b_flat, b_cls = dask.compute(select_seeds(cand, n_classes=len(classes), max_per_class=max_per_class,
+                                              seed=seed + 1))[0]
+    keep = ~np.isin(b_flat, flat)
+    p.n_boundary = {c: int((b_cls[keep] == k).sum()) for k, c in enumerate(classes)}
+    all_flat = np.concatenate([flat, b_flat[keep]])
+    all_cls = np.concatenate([cls, b_cls[keep]])
+    order = np.argsort(all_flat, kind="stable")
+    return all_flat[order], all_cls[order]
 
 
 def _gather(features: Any, flat: np.ndarray) -> Any:
@@ -1108,6 +1227,7 @@ def label_store(
     min_quality: float = MIN_QUALITY,
     max_shift_px: float | None = None,
     eds_sigma: float = EDS_SMOOTH_SIGMA,
+    boundary_seeds: bool = False,
     seed: int = 0,
     scribbles: Mapping[str, str | Path | np.ndarray] | None = None,
     n_jobs: int | None = -1,
@@ -1124,7 +1244,9 @@ def label_store(
     ``max_seeds_per_class`` per image; ``margin`` (0..1) how far beyond each data-driven threshold a seed
     must lie; ``erode_px`` (px, default 1.5 × EDS factor) distance a solid seed keeps from other EDS
     classes; ``min_quality`` registration correlation below which a warning is logged; ``max_shift_px``
-    larger estimated shifts are not applied; ``eds_sigma`` (EDS px) smoothing of the EDS maps; ``seed``
+    larger estimated shifts are not applied; ``eds_sigma`` (EDS px) smoothing of the EDS maps;
+    ``boundary_seeds`` adds SEM-decided seeds near solid|solid boundaries
+    (:func:`boundary_seed_candidates`; off by default: on simulator data it cost 0.6 points); ``seed``
     makes seed choice and forest deterministic; ``scribbles`` ``{image_id: path or array}`` (uint8,
     SEM-shaped, 255 = unlabelled); ``n_jobs`` cores for the forest fit; ``client`` a
     ``distributed.Client`` to compute on (default: the current Dask scheduler).
@@ -1169,6 +1291,9 @@ def label_store(
                          max_seeds_per_class=max_seeds_per_class, seed=seed, min_quality=min_quality,
                          max_shift_px=max_shift_px, eds_sigma=eds_sigma)
             flat, cls = dask.compute(p.picked)[0]
+            if boundary_seeds:
+                flat, cls = _add_boundary_seeds(p, flat, cls, classes=classes,
+                                                max_per_class=max_seeds_per_class, seed=seed)
             flat, cls = _apply_scribbles(flat, cls, scrib, p, classes)
             x = np.asarray(dask.compute(_gather(p.features, flat))[0]) if len(flat) else np.zeros((0, 1))
             xs.append(x)
@@ -1186,7 +1311,7 @@ def label_store(
         params = {
             "sigmas": [float(s) for s in sigmas], "n_estimators": n_estimators, "max_depth": max_depth,
             "max_seeds_per_class": max_seeds_per_class, "margin": margin, "erode_px": erode_px,
-            "min_quality": min_quality, "eds_sigma": eds_sigma, "seed": seed,
+            "min_quality": min_quality, "eds_sigma": eds_sigma, "boundary_seeds": boundary_seeds, "seed": seed,
             "features": feature_names(sigmas),
         }
         for p in progress(prepared, total=len(prepared), description="predict"):
@@ -1198,6 +1323,7 @@ def label_store(
                 "parameters": params,
                 "training_images": todo,
                 "seeds_image": {**p.n_auto, **{f"scribbled_{k}": v for k, v in p.n_scribbled.items()}},
+                "seeds_boundary": p.n_boundary,
                 "seeds_pooled": pooled,
                 "registration": p.registration.to_dict(),
                 "rules": p.rules.to_dict(),
@@ -1206,7 +1332,8 @@ def label_store(
             secs = time.perf_counter() - t1
             store.set_label_attrs(p.image_id, name, predict_seconds=round(secs, 2))
             summary["images"][p.image_id] = {
-                "registration": p.registration.to_dict(), "seeds": p.n_auto, "scribbled": p.n_scribbled,
+                "registration": p.registration.to_dict(), "seeds": p.n_auto, "boundary_seeds": p.n_boundary,
+                "scribbled": p.n_scribbled,
                 "nio": p.rules.nio, "predict_seconds": secs,
             }
             summary["labelled"].append(p.image_id)

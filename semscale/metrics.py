@@ -28,10 +28,12 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "boundary_mask",
+    "combine",
     "confusion_matrix",
     "evaluate",
     "evaluate_store",
     "format_confusion",
+    "score",
     "scores_from_confusion",
     "split_confusion",
 ]

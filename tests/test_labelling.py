@@ -184,6 +184,38 @@ def test_seeds_never_contradict_eds_evidence(seeded):
     assert (cand[sel] == truth[sel]).mean() > 0.97
 
 
+def test_boundary_seeds_are_allowed_by_eds_and_mostly_right(seeded):
+    from semscale.labelling import (
+        BOUNDARY_MIN_FRACTION,
+        boundary_seed_candidates,
+        sem_class_stats,
+        smooth,
+        smooth_eds,
+        unmix,
+    )
+
+    s, p, truth, eds = seeded
+    cand = p.candidates.compute()
+    sem1 = np.asarray(smooth(s.sem_normalised("im")))
+    sel = cand != IGNORE_LABEL
+    stats = sem_class_stats(sem1[sel], cand[sel], classes=("pore", "NiO", "Ni", "YSZ"))
+    eds_s = smooth_eds(eds)
+    x = np.asarray(s.sem_normalised("im"))
+    b = boundary_seed_candidates(x, eds_s, p.rules, factor=F, stats=stats, shift=p.registration.shift_px)
+    lazy = boundary_seed_candidates(da.from_array(x, chunks=(50, 60)), eds_s, p.rules, factor=F, stats=stats,
+                                    shift=p.registration.shift_px).compute()
+    np.testing.assert_array_equal(lazy, b)
+    bsel = b != IGNORE_LABEL
+    assert bsel.sum() > 100
+    h, w = b.shape
+    ch = {el: eds_on_sem_grid(m, factor=F, shape=(h, w), shift=p.registration.shift_px) for el, m in eds_s.items()}
+    frac = unmix(eds_quantities(ch, scales=p.rules.scales, o_per_zr=p.rules.o_per_zr), p.rules.endmembers)
+    for k, name in ((1, "NiO"), (2, "Ni"), (3, "YSZ")):
+        assert np.all(frac[name][b == k] >= BOUNDARY_MIN_FRACTION)
+    assert not np.any(b == 0)  # boundary seeds are solid phases only
+    assert (b[bsel] == truth[bsel]).mean() > 0.9
+
+
 def test_seed_selection_is_capped_and_chunk_independent(seeded):
     _, p, _, _ = seeded
     cand = p.candidates.compute()
