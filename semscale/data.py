@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 __all__ = [
     "PAPER_TEST_FRACTION",
     "Augment",
+    "CachedArray",
+    "ChunkCache",
     "PatchDataset",  # noqa: F822 - built lazily by __getattr__ (imports Keras)
     "TileSplit",
     "augment_pair",
@@ -388,6 +390,69 @@ def load_tiles(
 
 
 # --- the sampler ----------------------------------------------------------------------------------------
+class ChunkCache:
+    """Thread-safe LRU cache of decoded Zarr chunks, bounded in bytes (shared by a sampler's workers).
+
+    Random windows overlap up to four chunks each; decoding every chunk for every window would cost many
+    times the window's own size. With the cache, a campaign that fits in ``max_bytes`` is read from disk
+    once, and a larger one keeps its most recently used chunks.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        from collections import OrderedDict
+
+        self.max_bytes = int(max_bytes)
+        self._data: OrderedDict[tuple[str, int, int], np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: str, array: Any, cy: int, cx: int) -> np.ndarray:
+        k = (key, cy, cx)
+        with self._lock:
+            hit = self._data.get(k)
+            if hit is not None:
+                self._data.move_to_end(k)
+                self.hits += 1
+                return hit
+            self.misses += 1
+        ch, cw = array.chunks
+        block = np.asarray(array[cy * ch : (cy + 1) * ch, cx * cw : (cx + 1) * cw])
+        with self._lock:
+            if k not in self._data and block.nbytes <= self.max_bytes:
+                self._data[k] = block
+                self._bytes += block.nbytes
+                while self._bytes > self.max_bytes:
+                    _, old = self._data.popitem(last=False)
+                    self._bytes -= old.nbytes
+        return block
+
+
+class CachedArray:
+    """A 2-D Zarr array read through a :class:`ChunkCache`; supports ``a[y0:y1, x0:x1]`` and ``.shape``."""
+
+    def __init__(self, array: Any, cache: ChunkCache, key: str) -> None:
+        self.array, self.cache, self.key = array, cache, key
+        self.shape = tuple(array.shape)
+        self.chunks = tuple(array.chunks)
+        self.dtype = array.dtype
+
+    def __getitem__(self, index: tuple[slice, slice]) -> np.ndarray:
+        ys, xs = index
+        y0, y1, _ = ys.indices(self.shape[0])
+        x0, x1, _ = xs.indices(self.shape[1])
+        ch, cw = self.chunks
+        out = np.empty((max(y1 - y0, 0), max(x1 - x0, 0)), self.dtype)
+        for cy in range(y0 // ch, (y1 - 1) // ch + 1 if y1 > y0 else y0 // ch):
+            for cx in range(x0 // cw, (x1 - 1) // cw + 1 if x1 > x0 else x0 // cw):
+                block = self.cache.get(self.key, self.array, cy, cx)
+                by0, bx0 = cy * ch, cx * cw
+                sy0, sy1 = max(y0, by0), min(y1, by0 + ch)
+                sx0, sx1 = max(x0, bx0), min(x1, bx0 + cw)
+                out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = block[sy0 - by0 : sy1 - by0, sx0 - bx0 : sx1 - bx0]
+        return out
+
+
 class _WindowSource:
     """Per-image sampling state: test-tile mask, rare-class candidate centres (px), sampling weight."""
 
@@ -405,7 +470,8 @@ class _PatchSampler:
     depends only on ``(seed, e, i)``. Windows never intersect the split's test tiles. ``workers`` /
     ``use_multiprocessing`` / ``max_queue_size`` are the PyDataset's prefetching options (threads by
     default: Zarr decompression releases the GIL). ``in_memory=True`` reads each image (and its labels)
-    whole into memory on first use instead of slicing windows out of Zarr (small campaigns). Keras is imported only when the class is first used
+    whole into memory on first use instead of slicing windows out of Zarr (small campaigns); otherwise
+    decoded chunks are kept in an LRU cache of ``cache_mb`` MiB (0: none) shared by the worker threads. Keras is imported only when the class is first used
     (``semscale.data.PatchDataset`` is built on first access).
     """
 
@@ -424,6 +490,7 @@ class _PatchSampler:
         initial_epoch: int = 0,
         ignore_boundary_px: float = 0.0,
         in_memory: bool = False,
+        cache_mb: float = 512,
         workers: int = 2,
         use_multiprocessing: bool = False,
         max_queue_size: int = 8,
@@ -441,6 +508,8 @@ class _PatchSampler:
         self.epoch = int(initial_epoch)
         self.in_memory = bool(in_memory)
         self.ignore_boundary_px = float(ignore_boundary_px)
+        self.cache_mb = float(cache_mb)
+        self._cache = ChunkCache(int(self.cache_mb * 2**20)) if self.cache_mb > 0 else None
         self._memory: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._memory_lock = threading.Lock()
         self.rare_fraction = float(rare_fraction)
@@ -478,12 +547,14 @@ class _PatchSampler:
         state["_local"] = None
         state["_memory"] = {}
         state["_memory_lock"] = None
+        state["_cache"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._local = threading.local()
         self._memory_lock = threading.Lock()
+        self._cache = ChunkCache(int(self.cache_mb * 2**20)) if self.cache_mb > 0 else None
 
     @property
     def store(self) -> Any:
@@ -506,8 +577,12 @@ class _PatchSampler:
         if cache is None:
             cache = self._local.arrays = {}
         if image_id not in cache:
-            cache[image_id] = (self.store.sem_array(image_id),
-                               label_array(self.store, image_id, self.label_source))
+            sem = self.store.sem_array(image_id)
+            lab = label_array(self.store, image_id, self.label_source)
+            if self._cache is not None:
+                sem = CachedArray(sem, self._cache, f"{image_id}/sem")
+                lab = CachedArray(lab, self._cache, f"{image_id}/labels")
+            cache[image_id] = (sem, lab)
         return cache[image_id]
 
     def _train_area(self, src: _WindowSource) -> float:

@@ -42,7 +42,9 @@ from semscale.model import DEFAULT_DROPOUT, DEFAULT_FILTERS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["format_models", "list_models", "member_paths", "train_ensemble", "train_model"]
+__all__ = [
+    "evaluate_tiles", "format_models", "list_models", "member_paths", "on_gpu", "train_ensemble", "train_model",
+]
 
 MONITORS = {"val_mean_iou": "max", "val_accuracy": "max", "loss": "min"}
 
@@ -335,9 +337,16 @@ def train_model(
                 f"settings. Got differences in {changed}. Train with `resume=False` (CLI: --restart) to "
                 "start over, or use another model name."
             )
-        model = keras.saving.load_model(paths["last"], compile=True, safe_mode=True)
-        if jit_compile != "auto":
-            model.jit_compile = jit_compile
+        if policy == "float32":
+            model = keras.saving.load_model(paths["last"], compile=True, safe_mode=True)
+            if jit_compile != "auto":
+                model.jit_compile = jit_compile
+        else:
+            # Keras restores a mixed-precision model's optimizer without its loss-scale wrapper; recompile
+            # (re-wrapping it) at the cost of restarting Adam's moment estimates.
+            model = keras.saving.load_model(paths["last"], compile=False, safe_mode=True)
+            _compile(model, learning_rate, jit_compile)
+            log.warning("%s: mixed precision resume restarts the optimizer state (weights are restored)", label)
         initial_epoch = int(state["epoch"])
         history = list(state["history"])
         best = state.get("best")

@@ -249,12 +249,29 @@ def test_sampler_reproducible_per_seed_and_picklable(store):
     np.testing.assert_array_equal(clone[0][0], x0)
 
 
-def test_in_memory_sampler_equals_streamed(store):
+def test_in_memory_and_uncached_samplers_equal_cached(store):
     s = make_split(store, patch_size=P, test_fraction=0.2, seed=1)
-    streamed, memory = make_ds(store, s, seed=3), make_ds(store, s, seed=3, in_memory=True)
-    for i in range(len(streamed)):
-        for a, b in zip(streamed[i], memory[i], strict=True):
-            np.testing.assert_array_equal(a, b)
+    cached = make_ds(store, s, seed=3)
+    for other in (make_ds(store, s, seed=3, in_memory=True), make_ds(store, s, seed=3, cache_mb=0)):
+        for i in range(len(cached)):
+            for a, b in zip(cached[i], other[i], strict=True):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_chunk_cache_slices_and_bound(store):
+    from semscale.data import CachedArray, ChunkCache
+
+    arr = store.sem_array("a")  # 150 x 200, chunks 48
+    ref = np.asarray(arr[...])
+    cache = ChunkCache(max_bytes=3 * 48 * 48)  # room for three chunks
+    ca = CachedArray(arr, cache, "a")
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        y0, x0 = int(rng.integers(0, 150)), int(rng.integers(0, 200))
+        y1, x1 = int(rng.integers(y0, 151)), int(rng.integers(x0, 201))
+        np.testing.assert_array_equal(ca[y0:y1, x0:x1], ref[y0:y1, x0:x1])
+        assert cache._bytes <= cache.max_bytes
+    assert cache.hits > 0 and cache.misses > 0
 
 
 def test_ignore_boundary_band_matches_whole_image(store):
