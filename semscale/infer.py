@@ -835,7 +835,7 @@ def predict_to_store(
     norm = store.norm(image_id)
     params = _jsonable({
         "geometry": dataclasses.asdict(geom) | {"batch_size": None},
-        "models": [{"path": m.path, "sha256": m.sha256} for m in members],
+        "models": [{"file": Path(m.path).name, "sha256": m.sha256} for m in members],  # not the path: stores move
         "norm": norm, "shape": shape, "chunks": chunks, "write_probabilities": write_probabilities,
     })
     g = store.prediction_group(model_name, image_id, create=True)
