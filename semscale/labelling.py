@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -789,26 +789,41 @@ def seed_candidates(
     def seeds(c: np.ndarray) -> np.ndarray:
         return _seeds_from_codes(c, radius=radius, pore_radius=pore_erode_px, class_index=class_index)
 
+    c = _map_with_halo(sem_norm, codes, halo=halo, min_chunk=max(halo, depth))
     if not isinstance(sem_norm, da.Array):
-        c = codes(np.pad(np.asarray(sem_norm, np.float32), halo, mode="symmetric"), (0, shape[0]),
-                  (0, shape[1]))
         if depth == 0:
             return seeds(c)
         return seeds(np.pad(c, depth, mode="symmetric"))[depth:-depth, depth:-depth]
-    sem_norm = _ensure_min_chunk(sem_norm, max(halo, depth))
+    if depth == 0:
+        return c.map_blocks(seeds, dtype=np.uint8, meta=np.empty((0, 0), np.uint8))
+    return da.map_overlap(seeds, c, depth=depth, boundary="reflect", dtype=np.uint8,
+                          meta=np.empty((0, 0), np.uint8))
+
+
+def _map_with_halo(
+    sem_norm: Any, fn: Callable[[np.ndarray, tuple[int, int], tuple[int, int]], np.ndarray], *, halo: int,
+    min_chunk: int,
+) -> Any:
+    """Apply ``fn(padded_block, rows, cols) -> uint8 block`` over an image with a mirrored ``halo`` (px).
+
+    ``rows``/``cols`` are the block's global pixel ranges (without halo). numpy in → numpy out; dask in →
+    dask out (chunks of at least ``min_chunk`` px, output chunked like the input).
+    """
+    import dask.array as da
+
+    if not isinstance(sem_norm, da.Array):
+        shape = sem_norm.shape
+        return fn(np.pad(np.asarray(sem_norm, np.float32), halo, mode="symmetric"), (0, shape[0]), (0, shape[1]))
+    sem_norm = _ensure_min_chunk(sem_norm, min_chunk)
     chunks = sem_norm.chunks
     padded = da.overlap.overlap(sem_norm.astype(np.float32), depth={0: halo, 1: halo},
                                 boundary={0: "reflect", 1: "reflect"})
 
     def block(b: np.ndarray, block_info: Any = None) -> np.ndarray:
         rows, cols = _block_range(chunks, block_info[None]["chunk-location"])
-        return codes(b, rows, cols)
+        return fn(b, rows, cols)
 
-    c = da.map_blocks(block, padded, chunks=chunks, dtype=np.uint8, meta=np.empty((0, 0), np.uint8))
-    if depth == 0:
-        return c.map_blocks(seeds, dtype=np.uint8, meta=np.empty((0, 0), np.uint8))
-    return da.map_overlap(seeds, c, depth=depth, boundary="reflect", dtype=np.uint8,
-                          meta=np.empty((0, 0), np.uint8))
+    return da.map_blocks(block, padded, chunks=chunks, dtype=np.uint8, meta=np.empty((0, 0), np.uint8))
 
 
 def _ensure_min_chunk(x: Any, size: int) -> Any:
@@ -895,11 +910,8 @@ def boundary_seed_candidates(
     fraction is ≥ ``BOUNDARY_MIN_FRACTION``). Pairs of phases the SEM cannot separate (means closer than
     ``BOUNDARY_MIN_SEPARATION`` standard deviations) get none. Dask in → dask out.
     """
-    import dask.array as da
-
     class_index = {c: list(classes).index(c) for c in PHASES if c in classes}
     halo = _halo(SEM_SMOOTH_SIGMA) + math.ceil(SOLID_PORE_GAP_PX)
-    shape = tuple(int(v) for v in sem_norm.shape)
     eds = {el: np.asarray(eds[el], np.float32) for el in ELEMENTS}
     shift = (float(shift[0]), float(shift[1]))
 
@@ -907,18 +919,7 @@ def boundary_seed_candidates(
         ch = {el: _sample(m, rows, cols, factor, shift) for el, m in eds.items()}
         return _boundary_block(b, halo, ch, rules, stats, class_index)
 
-    if not isinstance(sem_norm, da.Array):
-        return run(np.pad(np.asarray(sem_norm, np.float32), halo, mode="symmetric"), (0, shape[0]), (0, shape[1]))
-    sem_norm = _ensure_min_chunk(sem_norm, halo)
-    chunks = sem_norm.chunks
-    padded = da.overlap.overlap(sem_norm.astype(np.float32), depth={0: halo, 1: halo},
-                                boundary={0: "reflect", 1: "reflect"})
-
-    def block(b: np.ndarray, block_info: Any = None) -> np.ndarray:
-        rows, cols = _block_range(chunks, block_info[None]["chunk-location"])
-        return run(b, rows, cols)
-
-    return da.map_blocks(block, padded, chunks=chunks, dtype=np.uint8, meta=np.empty((0, 0), np.uint8))
+    return _map_with_halo(sem_norm, run, halo=halo, min_chunk=halo)
 
 
 def _hash_keys(index: np.ndarray, seed: int) -> np.ndarray:
