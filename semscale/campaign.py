@@ -36,7 +36,8 @@ def label(config: CampaignConfig, store: Any, *, overwrite: bool = False, client
         log.info("label: every image with EDS maps has a target")
         return {"labelled": [], "skipped": [e.id for e in config.images if e.has_eds]}
     return label_store(store, ids, overwrite=overwrite, sigmas=lc.sigmas, n_estimators=lc.n_estimators,
-                       max_depth=lc.max_depth, max_seeds_per_class=lc.max_seeds_per_class, seed=lc.seed,
+                       max_depth=lc.max_depth, max_seeds_per_class=lc.max_seeds_per_class,
+                       refine_sigma=lc.refine_sigma, seed=lc.seed,
                        scribbles=scribbles or None, n_jobs=lc.n_jobs, client=client)
 
 

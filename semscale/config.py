@@ -59,6 +59,8 @@ class LabellingConfig:
     max_depth: int | None = 20
     max_seeds_per_class: int = 20000
     """Seed pixels kept per class and image for training the random forest."""
+    refine_sigma: float | None = 0.5
+    """Snap the forest's labels to the SEM's edges (superpixels of the SEM smoothed at this σ, px); null: off."""
     seed: int = 0
     n_jobs: int = -1
 
@@ -68,6 +70,8 @@ class LabellingConfig:
         _check(self.n_estimators >= 1, "labelling.n_estimators", "an integer >= 1", self.n_estimators)
         _check(self.max_seeds_per_class >= 10, "labelling.max_seeds_per_class", "an integer >= 10",
                self.max_seeds_per_class)
+        _check(self.refine_sigma is None or self.refine_sigma >= 0, "labelling.refine_sigma",
+               "a number >= 0 or null", self.refine_sigma)
 
 
 @dataclass(frozen=True)

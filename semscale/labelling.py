@@ -17,7 +17,10 @@ hours of semi-manual work per image). This module does the same automatically an
    with a confidence margin), consistent with the SEM (pores dark, solids not), and away from EDS phase
    boundaries (eroded masks), balanced per class. Optional scribbles (255 = unlabelled) add or override.
 4. **Classifier.** A scikit-learn random forest trained on the seeds pooled over images, applied to every
-   pixel block by block → ``labels/target``. Nothing is pickled to disk; retraining takes seconds.
+   pixel block by block. Nothing is pickled to disk; retraining takes seconds.
+5. **Edge snapping.** The forest follows the blurred EDS a few pixels past the sharp SEM edges; every small
+   region of an SEM over-segmentation (watershed of the gradient, a few px each) takes its majority label
+   → ``labels/target``. On simulator campaigns this lifts accuracy vs truth by about one point.
 
 Pure array functions (numpy in → numpy out, dask in → dask out) come first; :func:`label_store` does I/O.
 """
@@ -65,6 +68,8 @@ __all__ = [
     "smooth",
     "smooth_eds",
     "boundary_seed_candidates",
+    "refine_labels",
+    "superpixels",
     "sem_class_stats",
     "train_classifier",
     "unmix",
@@ -1037,6 +1042,65 @@ def predict_labels(features: Any, model: Any) -> Any:
 
 
 # =====================================================================================================
+# Edge-snapping refinement
+# =====================================================================================================
+REFINE_HALO = 24
+"""Halo (px) around each block when refining; superpixels are a few px across, so blockwise results equal
+whole-image ones except where a superpixel would reach beyond the halo."""
+
+
+def superpixels(sem_norm: np.ndarray, *, sigma: float = 0.5) -> np.ndarray:
+    """Over-segmentation of the SEM into regions bounded by its edges (int32 ids from 1).
+
+    Watershed of the Sobel gradient magnitude of the SEM (smoothed at ``sigma`` px; 0 = raw) from every
+    local minimum: regions are a few pixels in area and never cross a visible grey-level edge.
+    """
+    from skimage.filters import sobel
+    from skimage.segmentation import watershed
+
+    x = np.asarray(sem_norm, np.float32)
+    if sigma > 0:
+        x = _gaussian(x, sigma)
+    return watershed(sobel(x), connectivity=1).astype(np.int32)
+
+
+def _vote(regions: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Majority label of each region (ties → lower class; 255 does not vote; a region without votes → 255)."""
+    valid = labels < n_classes
+    n_regions = int(regions.max()) + 1
+    codes = regions[valid].astype(np.int64) * n_classes + labels[valid]
+    counts = np.bincount(codes, minlength=n_regions * n_classes).reshape(n_regions, n_classes)
+    best = counts.argmax(1).astype(np.uint8)
+    best[counts.sum(1) == 0] = IGNORE_LABEL
+    return best[regions]
+
+
+def _refine_block(sem: np.ndarray, labels: np.ndarray, *, sigma: float, n_classes: int) -> np.ndarray:
+    return _vote(superpixels(sem, sigma=sigma), np.asarray(labels, np.uint8), n_classes)
+
+
+def refine_labels(labels: Any, sem_norm: Any, *, n_classes: int, sigma: float = 0.5,
+                  halo: int = REFINE_HALO) -> Any:
+    """Snap class boundaries to the SEM's edges: every :func:`superpixels` region takes its majority label.
+
+    The EDS interaction volume blurs the element maps over several pixels, so a pixel classifier fed with
+    them puts boundaries where the EDS changes, up to a few pixels off the sharp SEM edge; within a region
+    bounded by SEM edges the majority is almost always right. ``labels`` (uint8, 255 = none) and
+    ``sem_norm`` (normalised SEM) have the same shape; numpy in → numpy out, dask in → dask out (blocks with
+    a ``halo`` px mirrored overlap, chunked like ``labels``).
+    """
+    import dask.array as da
+
+    if not isinstance(labels, da.Array) and not isinstance(sem_norm, da.Array):
+        return _refine_block(np.asarray(sem_norm), np.asarray(labels), sigma=sigma, n_classes=n_classes)
+    labels = da.asarray(labels)
+    labels = _ensure_min_chunk(labels, halo)
+    sem = da.asarray(sem_norm).astype(np.float32).rechunk(labels.chunks)
+    return da.map_overlap(_refine_block, sem, labels, depth=halo, boundary="reflect", dtype=np.uint8,
+                          meta=np.empty((0, 0), np.uint8), sigma=sigma, n_classes=n_classes)
+
+
+# =====================================================================================================
 # Store level
 # =====================================================================================================
 def load_scribbles(source: str | Path | np.ndarray, *, shape: tuple[int, int], n_classes: int) -> np.ndarray:
@@ -1229,6 +1293,7 @@ def label_store(
     max_shift_px: float | None = None,
     eds_sigma: float = EDS_SMOOTH_SIGMA,
     boundary_seeds: bool = False,
+    refine_sigma: float | None = 0.5,
     seed: int = 0,
     scribbles: Mapping[str, str | Path | np.ndarray] | None = None,
     n_jobs: int | None = -1,
@@ -1247,7 +1312,9 @@ def label_store(
     classes; ``min_quality`` registration correlation below which a warning is logged; ``max_shift_px``
     larger estimated shifts are not applied; ``eds_sigma`` (EDS px) smoothing of the EDS maps;
     ``boundary_seeds`` adds SEM-decided seeds near solid|solid boundaries
-    (:func:`boundary_seed_candidates`; off by default: on simulator data it cost 0.6 points); ``seed``
+    (:func:`boundary_seed_candidates`; off by default: on simulator data it cost 0.6 points);
+    ``refine_sigma`` snaps the forest's labels to the SEM's edges (:func:`refine_labels`, superpixels of
+    the SEM smoothed at this σ in px; ``None`` keeps the forest's labels); ``seed``
     makes seed choice and forest deterministic; ``scribbles`` ``{image_id: path or array}`` (uint8,
     SEM-shaped, 255 = unlabelled); ``n_jobs`` cores for the forest fit; ``client`` a
     ``distributed.Client`` to compute on (default: the current Dask scheduler).
@@ -1312,12 +1379,15 @@ def label_store(
         params = {
             "sigmas": [float(s) for s in sigmas], "n_estimators": n_estimators, "max_depth": max_depth,
             "max_seeds_per_class": max_seeds_per_class, "margin": margin, "erode_px": erode_px,
-            "min_quality": min_quality, "eds_sigma": eds_sigma, "boundary_seeds": boundary_seeds, "seed": seed,
+            "min_quality": min_quality, "eds_sigma": eds_sigma, "boundary_seeds": boundary_seeds,
+            "refine_sigma": refine_sigma, "seed": seed,
             "features": feature_names(sigmas),
         }
         for p in progress(prepared, total=len(prepared), description="predict"):
             t1 = time.perf_counter()
             labels = predict_labels(p.features, model)
+            if refine_sigma is not None:
+                labels = refine_labels(labels, p.sem_norm, n_classes=len(classes), sigma=refine_sigma)
             attrs = {
                 "method": "eds-guided random forest (semscale.labelling)",
                 "semscale_version": __version__,
