@@ -176,7 +176,7 @@ def _open(config: CampaignConfig) -> Any:
 
 DEMO_TRAINING = {
     "filters": [8, 16, 32, 64], "dropout": [0.0, 0.1, 0.1, 0.2], "patch_size": 128, "batch_size": 8,
-    "epochs": 6, "steps_per_epoch": 40, "test_tiles_fraction": 0.1,
+    "epochs": 16, "steps_per_epoch": 40, "learning_rate": 2e-3, "test_tiles_fraction": 0.1,
 }
 """A small U-Net and a short schedule so the demo finishes in minutes on two CPU cores."""
 
