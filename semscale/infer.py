@@ -860,6 +860,11 @@ def predict_to_store(
     if not (done == 1).all():
         raise StoreError(f"Expected every block of {image_id} done. Got {int((done != 1).sum())} missing.")
     computed = sum(r["computed"] for r in results)
+    if computed or "1" not in g["labels"]:  # label pyramid for viewers (napari, ome-zarr), chunk by chunk
+        from semscale.store import label_pyramid
+
+        label_pyramid(g["labels"], name=f"{model_name}/{image_id}", pixel_size_um=store.pixel_size_um,
+                      classes=store.classes)
     seconds = time.perf_counter() - t0
     evals = count_evaluations(shape, tuple(_chunks_1d(s, c) for s, c in zip(shape, chunks)), geom)
     summary = {

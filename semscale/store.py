@@ -42,6 +42,7 @@ __all__ = [
     "compressor",
     "create_store",
     "label_metadata",
+    "label_pyramid",
     "multiscales_metadata",
     "open_store",
     "write_dask",
@@ -308,13 +309,8 @@ class CampaignStore:
         )
 
     def finish_labels(self, image_id: str, name: str, **attrs: Any) -> None:
-        lg = self.root[f"images/{image_id}/labels/{name}"]
-        n = _write_pyramid(lg, kind="nearest")
-        lg.attrs["ome"] = {
-            "version": NGFF_VERSION,
-            "multiscales": [multiscales_metadata(name, self.pixel_size_um, n, kind="nearest")],
-            "image-label": label_metadata(self.classes),
-        }
+        label_pyramid(self.root[f"images/{image_id}/labels/{name}"], name=name,
+                      pixel_size_um=self.pixel_size_um, classes=self.classes)
         self.set_label_attrs(image_id, name, **attrs, complete=True)
 
     def write_labels(
@@ -436,6 +432,18 @@ def write_dask(src: Any, target: zarr.Array) -> None:
 
     src = src.rechunk(target.chunks) if src.chunksize != tuple(target.chunks) else src
     da.store(src, target, lock=False, compute=True)
+
+
+def label_pyramid(group: zarr.Group, *, name: str, pixel_size_um: float, classes: Sequence[str]) -> int:
+    """Write the factor-2 pyramid (nearest) of a label group from its level ``0`` and its NGFF label
+    metadata (multiscales + image-label colours); returns the level count."""
+    n = _write_pyramid(group, kind="nearest")
+    group.attrs["ome"] = {
+        "version": NGFF_VERSION,
+        "multiscales": [multiscales_metadata(name, pixel_size_um, n, kind="nearest")],
+        "image-label": label_metadata(classes),
+    }
+    return n
 
 
 def _write_pyramid(group: zarr.Group, *, kind: str) -> int:

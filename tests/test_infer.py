@@ -246,8 +246,11 @@ def _chunk_files(store, model, key):
     return sorted(p for p in (store.path / "predictions" / model / "im" / key / "c").rglob("*") if p.is_file())
 
 
-def test_predict_to_store_writes_resumes_and_is_bit_identical(tmp_path, client, tiny_ensemble_paths):
+def test_predict_to_store_writes_resumes_and_is_bit_identical(tmp_path, client, tiny_ensemble_paths, monkeypatch):
+    import semscale.store
     from semscale.infer import open_predictions, predict_to_store
+
+    monkeypatch.setattr(semscale.store, "PYRAMID_MIN_SIZE", 64)  # a pyramid even for this small image
 
     store, img = _make_store(tmp_path)
     kw = {"model_paths": tiny_ensemble_paths, "model_name": "ens", "mode": "average", "stride": 16,
@@ -262,6 +265,10 @@ def test_predict_to_store_writes_resumes_and_is_bit_identical(tmp_path, client, 
     outs = {k: v.compute() for k, v in open_predictions(store, "ens", "im").items()}
     assert outs["labels"].dtype == np.uint8 and outs["confidence"].dtype == np.float16
     assert outs["probabilities"].shape == (4, 150, 131)
+    # a label pyramid for viewers: nearest-neighbour levels, declared in the NGFF multiscales
+    paths = [d["path"] for d in ome["multiscales"][0]["datasets"]]
+    assert len(paths) >= 2 and all(p in g["labels"] for p in paths)
+    np.testing.assert_array_equal(g["labels/1"][:], outs["labels"][::2, ::2])
     # same numbers as the lazy dask path on the same chunking
     lazy = predict_outputs(da.from_array(img, chunks=64), models=tiny_ensemble_paths, mode="average", stride=16,
                            norm=store.norm("im"))
