@@ -37,7 +37,7 @@ def label(config: CampaignConfig, store: Any, *, overwrite: bool = False, client
         return {"labelled": [], "skipped": [e.id for e in config.images if e.has_eds]}
     return label_store(store, ids, overwrite=overwrite, sigmas=lc.sigmas, n_estimators=lc.n_estimators,
                        max_depth=lc.max_depth, max_seeds_per_class=lc.max_seeds_per_class,
-                       refine_sigma=lc.refine_sigma, seed=lc.seed,
+                       refine_sigma=lc.refine_sigma, self_training=lc.self_training, seed=lc.seed,
                        scribbles=scribbles or None, n_jobs=lc.n_jobs, client=client)
 
 

@@ -61,6 +61,8 @@ class LabellingConfig:
     """Seed pixels kept per class and image for training the random forest."""
     refine_sigma: float | None = 0.5
     """Snap the forest's labels to the SEM's edges (superpixels of the SEM smoothed at this σ, px); null: off."""
+    self_training: bool = True
+    """A second forest, trained on pixels drawn from the first round's labels everywhere, labels the image."""
     seed: int = 0
     n_jobs: int = -1
 

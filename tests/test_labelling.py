@@ -363,6 +363,20 @@ def test_label_store_writes_targets(labelled):
     assert not s.has_labels("noeds", "target")
 
 
+def test_self_training_round_and_its_switch(labelled, client, tmp_path):
+    s, first, kw, images = labelled
+    assert first["images"]["a"]["rounds"] == 2 and s.label_attrs("a", "target")["rounds"] == 2
+    drawn = first["samples_round2"]
+    assert all(drawn[c] > 0 for c in ("pore", "NiO", "Ni", "YSZ"))
+    one = make_store(tmp_path / "one.zarr", {"a": images["a"]})
+    single = label_store(one, client=client, self_training=False, **kw)
+    assert single["images"]["a"]["rounds"] == 1 and "samples_round2" not in single
+    t1, t2 = one.labels("a", "target").compute(), s.labels("a", "target").compute()
+    truth = images["a"][1]
+    assert (t1 == truth).mean() > 0.85 and (t2 == truth).mean() > 0.85
+    assert (t1 != t2).any()
+
+
 def test_rerun_skips_and_empty_scribbles_change_nothing(labelled, client):
     s, first, kw, images = labelled
     again = label_store(s, client=client, **kw)
@@ -382,6 +396,8 @@ def test_scribbles_add_and_override_seeds(labelled, client):
     scrib[100:140, 20:60] = 3  # paint a block as YSZ, whatever it is
     out = label_store(s, client=client, overwrite=True, scribbles={"a": scrib}, **kw)
     assert out["images"]["a"]["scribbled"]["YSZ"] == 40 * 40
+    painted = s.labels("a", "target")[100:140, 20:60].compute()
+    assert (painted == 3).mean() > 0.9  # both rounds' forests learn the scribbles
     assert out["seeds"]["YSZ"] >= 40 * 40
     with pytest.raises(InputImageError, match="only for images being labelled"):
         label_store(s, client=client, overwrite=True, scribbles={"zzz": scrib}, **kw)
