@@ -901,6 +901,10 @@ def _chunks_1d(size: int, chunk: int) -> tuple[int, ...]:
     return tuple(min(chunk, size - a) for a in range(0, size, chunk))
 
 
+LOCAL_THREADS = 2
+"""Blocks in flight when :func:`predict_to_store` runs without a Dask client."""
+
+
 def _run_blocks(
     blocks: list[tuple[int, int]], job: _BlockJob, *, client: Any, retries: int, description: str
 ) -> list[dict[str, Any]]:
@@ -914,7 +918,14 @@ def _run_blocks(
         except (ImportError, ValueError):
             client = None
     if client is None:
-        return [_store_block(b, job) for b in progress(blocks, total=len(blocks), description=description)]
+        if LOCAL_THREADS <= 1 or len(blocks) == 1:
+            return [_store_block(b, job) for b in progress(blocks, total=len(blocks), description=description)]
+        # two blocks in flight: one block's reading, blending and writing overlap the other's network pass
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(LOCAL_THREADS) as pool:
+            return list(progress(pool.map(_store_block, blocks, [job] * len(blocks)), total=len(blocks),
+                                 description=description))
     from distributed import as_completed
 
     futures = client.map(_store_block, blocks, job=job, pure=False, retries=retries)
