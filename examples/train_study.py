@@ -2,8 +2,9 @@
 
 On simulated Ni/YSZ images (ground truth known), this script
 
-1. simulates ``--n-train`` training images (role ``train``) and ``--n-test`` held-out images (role
-   ``predict``; never read by the training), all with EDS maps, into a fresh campaign store;
+1. simulates one training image (role ``train``) per ``--train-times`` entry and one held-out image (role
+   ``predict``; never read by the training) per ``--test-times`` entry, all with EDS maps, into a fresh
+   campaign store (image k is simulated with seed ``--seed`` + 101 k);
 2. makes the automatic EDS-guided targets ``labels/target`` with :func:`semscale.labelling.label_store`
    (``--targets truth`` copies the ground truth instead: a stand-in for debugging only, which proves
    nothing about the claim);
@@ -13,8 +14,8 @@ On simulated Ni/YSZ images (ground truth known), this script
 
 Results go to ``<out>/<name>_results.json`` and to the log. Example (about 25 min on 2 CPU cores)::
 
-    nice python examples/train_study.py --out study --size 768 --n-train 4 --n-test 2 \\
-        --filters 8 16 32 64 --patch 128 --batch 16 --steps 40 --epochs 20
+    nice python examples/train_study.py --out study --size 768 --train-times 0 5 20 120 --test-times 10 60 \\
+        --filters 8 16 32 64 --patch 128 --batch 16 --steps 40 --epochs 50 --lr 2e-3
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 log = logging.getLogger("train_study")
 
 
-def build_store(out: Path, *, size: int, n_train: int, n_test: int, seed: int) -> object:
+def build_store(out: Path, *, size: int, train_times: list[float], test_times: list[float], seed: int) -> object:
     from semscale.norm import histogram, norm_from_histogram
     from semscale.store import compressor, create_store
     from semscale.synth import simulate
@@ -40,21 +41,21 @@ def build_store(out: Path, *, size: int, n_train: int, n_test: int, seed: int) -
     if path.exists():
         shutil.rmtree(path)
     store = create_store(path, name="train-study", pixel_size_um=0.04458)
-    times = [0, 5, 20, 120, 10, 60, 2, 30]
-    for k in range(n_train + n_test):
-        role = "train" if k < n_train else "predict"
+    times = [*train_times, *test_times]
+    for k, t in enumerate(times):
+        role = "train" if k < len(train_times) else "predict"
         image_id = f"{role}_{k}"
-        sim = simulate((size, size), oxidation_min=times[k % len(times)], seed=seed + 101 * k)
+        sim = simulate((size, size), oxidation_min=t, seed=seed + 101 * k)
         a = store.create_image(image_id, shape=sim.sem.shape, dtype=sim.sem.dtype, chunks=512)
         a[:] = sim.sem
-        store.finish_image(image_id, role=role, oxidation_min=times[k % len(times)],
+        store.finish_image(image_id, role=role, oxidation_min=t,
                            norm=norm_from_histogram(histogram(sim.sem, nbins=256)))
         store.write_labels(image_id, "truth", sim.truth)
         g = store.eds_group(image_id, create=True)
         for el, arr in sim.eds.items():
             g.create_array(el, data=arr, chunks=(256, 256), compressors=compressor())
         g.attrs["semscale"] = {"factor": sim.eds_factor, "complete": True}
-        log.info("simulated %s (%s, %d min)", image_id, role, times[k % len(times)])
+        log.info("simulated %s (%s, %g min)", image_id, role, t)
     return store
 
 
@@ -99,8 +100,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("train-study"))
     ap.add_argument("--size", type=int, default=768, help="image edge (px)")
-    ap.add_argument("--n-train", type=int, default=4)
-    ap.add_argument("--n-test", type=int, default=2)
+    ap.add_argument("--train-times", type=float, nargs="+", default=[0, 5, 20, 120],
+                    help="oxidation times (min) of the training images, one image each")
+    ap.add_argument("--test-times", type=float, nargs="+", default=[10, 60],
+                    help="oxidation times (min) of the held-out images (role predict)")
     ap.add_argument("--targets", choices=["auto", "truth"], default="auto")
     ap.add_argument("--filters", type=int, nargs="+", default=[8, 16, 32, 64])
     ap.add_argument("--patch", type=int, default=128)
@@ -125,7 +128,8 @@ def main() -> None:
     if args.reuse and (args.out / "study.zarr" / "zarr.json").exists():
         store = open_store(args.out / "study.zarr")
     else:
-        store = build_store(args.out, size=args.size, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
+        store = build_store(args.out, size=args.size, train_times=args.train_times, test_times=args.test_times,
+                            seed=args.seed)
     ids = store.image_ids()
     t_label = time.perf_counter()
     if not all(store.has_labels(i, "target") for i in ids):
