@@ -67,14 +67,21 @@ def score(ref: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
             "iou": {c: s["per_class"][c]["iou"] for c in classes}, "confusion": s["confusion"]}
 
 
-def segment_whole(model: object, image: np.ndarray, multiple: int) -> np.ndarray:
-    """Labels of a whole normalised image: pad (reflect) to a multiple of ``multiple`` px, one pass, crop."""
+def segment_whole(model: object, image: np.ndarray, multiple: int, *, tta: bool = False) -> np.ndarray:
+    """Labels of a whole normalised image: pad (reflect) to a multiple of ``multiple`` px, one pass, crop.
+    ``tta``: mean softmax over the 8 flips/rotations (:func:`semscale.infer.tta_apply`)."""
     import keras
 
-    h, w = image.shape
-    ph, pw = (-h) % multiple, (-w) % multiple
-    x = np.pad(image, ((0, ph), (0, pw)), mode="symmetric")[None, ..., None]
-    prob = keras.ops.convert_to_numpy(model.predict_on_batch(x))[0, :h, :w]
+    from semscale.infer import tta_apply
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        h, w = x.shape[1:3]
+        ph, pw = (-h) % multiple, (-w) % multiple
+        xp = np.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="symmetric")
+        return keras.ops.convert_to_numpy(model.predict_on_batch(xp))[:, :h, :w]
+
+    x = image[None, ..., None].astype(np.float32)
+    prob = tta_apply(fn, x, np)[0] if tta else fn(x)[0]
     return np.argmax(prob, axis=-1).astype(np.uint8)
 
 
@@ -118,6 +125,8 @@ def main() -> None:
     ap.add_argument("--name", default="study", help="model name in the store")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse", action="store_true", help="reuse the store (and its targets) if present")
+    ap.add_argument("--score-only", action="store_true",
+                    help="with --reuse: score the model already trained in the store, do not train")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -150,14 +159,21 @@ def main() -> None:
 
     t_train = time.perf_counter()
     depth = len(args.filters) - 1
-    side = train_model(
-        store, name=args.name, patch_size=args.patch, batch_size=args.batch, epochs=args.epochs,
-        steps_per_epoch=args.steps, learning_rate=args.lr, filters=tuple(args.filters),
-        dropout=tuple([0.1] * len(args.filters)), seed=args.seed, test_tiles_fraction=args.test_tiles,
-        ignore_boundary_px=args.ignore_boundary, resume=False, workers=2, callbacks=[TimeBudget(args.budget_min)],
-    )
-    train_s = time.perf_counter() - t_train
-    model, _ = load_model(store.models_dir(args.name) / "member_0.keras")
+    member = store.models_dir(args.name) / "member_0.keras"
+    if args.score_only:
+        side = json.loads(member.with_suffix(".json").read_text())
+        previous = args.out / f"{args.name}_results.json"
+        train_s = json.loads(previous.read_text())["seconds"]["training"] if previous.exists() else float("nan")
+    else:
+        side = train_model(
+            store, name=args.name, patch_size=args.patch, batch_size=args.batch, epochs=args.epochs,
+            steps_per_epoch=args.steps, learning_rate=args.lr, filters=tuple(args.filters),
+            dropout=tuple([0.1] * len(args.filters)), seed=args.seed, test_tiles_fraction=args.test_tiles,
+            ignore_boundary_px=args.ignore_boundary, resume=False, workers=2,
+            callbacks=[TimeBudget(args.budget_min)],
+        )
+        train_s = time.perf_counter() - t_train
+    model, _ = load_model(member)
 
     rows = {}
     for i in ids:
@@ -166,10 +182,12 @@ def main() -> None:
         image = apply_norm(np.asarray(store.sem_array(i)[...]), store.norm(i))
         t0 = time.perf_counter()
         pred = segment_whole(model, image, 2**depth)
+        pred_tta = segment_whole(model, image, 2**depth, tta=True)
         rows[i] = {
             "role": store.image_attrs(i).get("role"),
             "target_vs_truth": score(truth, target, classes),
             "unet_vs_truth": score(truth, pred, classes),
+            "unet_tta_vs_truth": score(truth, pred_tta, classes),
             "unet_vs_target": score(target, pred, classes),
             "predict_seconds": round(time.perf_counter() - t0, 2),
         }
@@ -191,7 +209,8 @@ def main() -> None:
         "epochs_trained": side["epochs_trained"], "best_epoch": side["best_epoch"],
         "val_tiles": {"accuracy_vs_target": side["val_accuracy"], "mean_iou_vs_target": side["val_mean_iou"]},
         "held_out": {"target_vs_truth": pooled("predict", "target_vs_truth"),
-                     "unet_vs_truth": pooled("predict", "unet_vs_truth")},
+                     "unet_vs_truth": pooled("predict", "unet_vs_truth"),
+                     "unet_tta_vs_truth": pooled("predict", "unet_tta_vs_truth")},
         "train_images": {"target_vs_truth": pooled("train", "target_vs_truth"),
                          "unet_vs_truth": pooled("train", "unet_vs_truth")},
         "images": rows,
@@ -199,8 +218,10 @@ def main() -> None:
     (args.out / f"{args.name}_results.json").write_text(json.dumps(summary, indent=2))
     h = summary["held_out"]
     log.info("held-out images: targets vs truth: accuracy %.4f, mean IoU %.4f | U-Net vs truth: accuracy "
-             "%.4f, mean IoU %.4f", h["target_vs_truth"]["accuracy"], h["target_vs_truth"]["mean_iou"],
-             h["unet_vs_truth"]["accuracy"], h["unet_vs_truth"]["mean_iou"])
+             "%.4f, mean IoU %.4f | U-Net + 8-fold TTA: accuracy %.4f, mean IoU %.4f",
+             h["target_vs_truth"]["accuracy"], h["target_vs_truth"]["mean_iou"],
+             h["unet_vs_truth"]["accuracy"], h["unet_vs_truth"]["mean_iou"],
+             h["unet_tta_vs_truth"]["accuracy"], h["unet_tta_vs_truth"]["mean_iou"])
     log.info("times: labelling %.0f s, training %.0f s, total %.0f s", label_s, train_s,
              summary["seconds"]["total"])
 
