@@ -252,9 +252,10 @@ def tta_apply(fn: PredictFn, x: Any, xp: Any = np) -> Any:
     return total / np.float32(8.0)
 
 
-def combine_members(members: Sequence[Any], xp: Any = np) -> Any:
+def combine_members(members: Sequence[Any], xp: Any = np, *, with_labels: bool = False) -> Any:
     """Stack of ``(h, w, K + 2)`` float32: mean probabilities (K), confidence = max mean probability,
-    uncertainty = std over members (ddof 0) of the predicted class's probability (0 for one member)."""
+    uncertainty = std over members (ddof 0) of the predicted class's probability (0 for one member).
+    ``with_labels``: return ``(stack, labels)``, the uint8 argmax found on the way."""
     first = members[0]
     k = first.shape[-1]
     out = xp.empty((*first.shape[:-1], k + 2), np.float32)
@@ -264,11 +265,11 @@ def combine_members(members: Sequence[Any], xp: Any = np) -> Any:
     else:
         stack = xp.stack(members).astype(np.float32)
         out[..., :k] = stack.mean(axis=0)
-        label = argmax_last(out[..., :k], xp)[0]
+    label, out[..., k] = argmax_last(out[..., :k], xp)
+    if len(members) > 1:
         p_win = xp.take_along_axis(stack, xp.broadcast_to(label[None, ..., None], (*stack.shape[:-1], 1)), -1)
         out[..., k + 1] = p_win[..., 0].std(axis=0)
-    out[..., k] = argmax_last(out[..., :k], xp)[1]
-    return out
+    return (out, label) if with_labels else out
 
 
 def argmax_last(a: Any, xp: Any = np) -> tuple[Any, Any]:
@@ -356,10 +357,11 @@ def predict_region(
     predict_fns: Sequence[PredictFn],
     geom: Geometry,
     xp: Any = np,
+    with_labels: bool = False,
 ) -> Any:
     """Outputs ``(h, w, K + 2)`` float32 (see :func:`combine_members`) for the global output range ``core``
     from normalised input ``padded`` whose pixel ``[0, 0]`` sits at global ``origin`` (px) and which covers
-    :func:`input_extent` of ``core``. Pure: no I/O."""
+    :func:`input_extent` of ``core`` (with the uint8 labels too when ``with_labels``). Pure: no I/O."""
     for axis in range(2):
         lo, hi = input_extent(*core[axis], geom)
         if lo < origin[axis] or hi > origin[axis] + padded.shape[axis]:
@@ -369,7 +371,7 @@ def predict_region(
             )
     member = _tile_member if geom.mode == "tile" else _blend_windows
     probs = [member(padded, origin, core, _member_fn(fn, geom, xp), geom, xp) for fn in predict_fns]
-    return combine_members(probs, xp)
+    return combine_members(probs, xp, with_labels=with_labels)
 
 
 # --- plain NumPy reference (tests) -----------------------------------------------------------------
@@ -527,15 +529,21 @@ def _geometry_for(
 def _outputs_for_region(
     raw: np.ndarray, *, origin: tuple[int, int], core: tuple[tuple[int, int], tuple[int, int]],
     members: Sequence[ModelRef | PredictFn], geom: Geometry, norm: Mapping[str, Any] | None,
-) -> np.ndarray:
+    with_labels: bool = False,
+) -> Any:
+    """:func:`predict_region` on raw input, normalised here; numpy results (host copies of cupy ones)."""
     from semscale.cluster import array_module
     from semscale.norm import apply_norm
 
     x = apply_norm(raw, dict(norm)) if norm is not None else np.asarray(raw, dtype=np.float32)
     xp = array_module()
-    out = predict_region(x, origin=origin, core=core, predict_fns=[_resolve_fn(m) for m in members],
-                         geom=geom, xp=xp)
-    return out.get() if hasattr(out, "get") and xp is not np else np.asarray(out)
+    res = predict_region(x, origin=origin, core=core, predict_fns=[_resolve_fn(m) for m in members],
+                         geom=geom, xp=xp, with_labels=with_labels)
+
+    def host(a: Any) -> np.ndarray:
+        return a.get() if hasattr(a, "get") and xp is not np else np.asarray(a)
+
+    return tuple(host(a) for a in res) if with_labels else host(res)
 
 
 # --- dask ------------------------------------------------------------------------------------------
@@ -633,24 +641,10 @@ def predict_outputs(
     }
 
 
-def predict(
-    image: Any,
-    *,
-    models: Sequence[str | Path | ModelRef | PredictFn] | str | Path,
-    mode: str = "tile",
-    patch_size: int | None = None,
-    stride: int | None = None,
-    tta: bool = False,
-    norm: Mapping[str, Any] | None = None,
-    batch_size: int = 8,
-    tile_size: int = 1024,
-    sigma_fraction: float = 0.125,
-) -> Any:
-    """Mean softmax probabilities ``(H, W, K)`` float32 of a 2-D dask image (see :func:`predict_outputs`)."""
-    return predict_outputs(
-        image, models=models, mode=mode, patch_size=patch_size, stride=stride, tta=tta, norm=norm,
-        batch_size=batch_size, tile_size=tile_size, sigma_fraction=sigma_fraction,
-    )["probabilities"]
+def predict(image: Any, **options: Any) -> Any:
+    """Mean softmax probabilities ``(H, W, K)`` float32 of a 2-D dask image; ``options`` (``models``,
+    ``mode``, ``stride``, ...) are those of :func:`predict_outputs`."""
+    return predict_outputs(image, **options)["probabilities"]
 
 
 # --- single in-memory image ------------------------------------------------------------------------
@@ -753,10 +747,10 @@ def _store_block(index: tuple[int, int], job: _BlockJob) -> dict[str, Any]:
         return {"block": index, "computed": False, "seconds": time.perf_counter() - t0}
     (lo0, hi0), (lo1, hi1) = input_extent(a0, b0, job.geom), input_extent(a1, b1, job.geom)
     raw = read_symmetric(sem, (lo0, hi0), (lo1, hi1))
-    out = _outputs_for_region(raw, origin=(lo0, lo1), core=((a0, b0), (a1, b1)), members=job.members,
-                              geom=job.geom, norm=job.norm)
+    out, labels = _outputs_for_region(raw, origin=(lo0, lo1), core=((a0, b0), (a1, b1)), members=job.members,
+                                      geom=job.geom, norm=job.norm, with_labels=True)
     k = out.shape[-1] - 2
-    g["labels/0"][region] = argmax_last(out[..., :k])[0]
+    g["labels/0"][region] = labels
     g["confidence"][region] = out[..., k].astype(np.float16)
     if "uncertainty" in g:
         g["uncertainty"][region] = out[..., k + 1].astype(np.float16)
@@ -776,18 +770,14 @@ def _create_outputs(
     store: Any, g: Any, *, shape: tuple[int, int], chunks: tuple[int, int], block: tuple[int, int], n_classes: int,
     n_members: int, write_probabilities: bool, model_name: str, image_id: str,
 ) -> None:
-    from semscale.store import NGFF_VERSION, compressor, label_metadata, multiscales_metadata
+    from semscale.store import compressor, label_group_metadata
 
     for name in list(g.array_keys()) + list(g.group_keys()):
         del g[name]
     common = {"compressors": compressor(), "dimension_names": ("y", "x")}
     lg = g.create_group("labels")
     lg.create_array("0", shape=shape, chunks=chunks, dtype="uint8", fill_value=255, **common)
-    lg.attrs["ome"] = {
-        "version": NGFF_VERSION,
-        "multiscales": [multiscales_metadata(f"{model_name}/{image_id}", store.pixel_size_um, 1, kind="nearest")],
-        "image-label": label_metadata(store.classes),
-    }
+    lg.attrs["ome"] = label_group_metadata(f"{model_name}/{image_id}", store.pixel_size_um, 1, store.classes)
     g.create_array("confidence", shape=shape, chunks=chunks, dtype="float16", fill_value=np.nan, **common)
     if n_members > 1:
         g.create_array("uncertainty", shape=shape, chunks=chunks, dtype="float16", fill_value=np.nan, **common)

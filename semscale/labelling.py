@@ -1262,12 +1262,9 @@ def _add_boundary_seeds(p: _Prepared, flat: np.ndarray, cls: np.ndarray, *, clas
                                     shift=p.registration.shift_px, classes=classes)
     b_flat, b_cls = dask.compute(select_seeds(cand, n_classes=len(classes), max_per_class=max_per_class,
                                               seed=seed + 1))[0]
-    keep = ~np.isin(b_flat, flat)
-    p.n_boundary = {c: int((b_cls[keep] == k).sum()) for k, c in enumerate(classes)}
-    all_flat = np.concatenate([flat, b_flat[keep]])
-    all_cls = np.concatenate([cls, b_cls[keep]])
-    order = np.argsort(all_flat, kind="stable")
-    return all_flat[order], all_cls[order]
+    new = ~np.isin(b_flat, flat)
+    p.n_boundary = {c: int((b_cls[new] == k).sum()) for k, c in enumerate(classes)}
+    return _merge_points(flat, cls, b_flat, b_cls, override=False)
 
 
 def _gather(features: Any, flat: np.ndarray) -> Any:
@@ -1468,6 +1465,19 @@ def _gather_np(features: Any, flat: np.ndarray) -> np.ndarray:
     return np.asarray(dask.compute(_gather(features, flat))[0]) if len(flat) else np.zeros((0, 1), np.float32)
 
 
+def _merge_points(flat: np.ndarray, cls: np.ndarray, add_flat: np.ndarray, add_cls: np.ndarray, *,
+                  override: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Union of two (flat index, class) sets, sorted by index; where both hold a pixel, the added class
+    wins if ``override``, else the existing one."""
+    if override:
+        flat, cls, add_flat, add_cls = add_flat, add_cls, flat, cls
+    keep = ~np.isin(add_flat, flat)
+    all_flat = np.concatenate([flat, add_flat[keep]])
+    all_cls = np.concatenate([cls, add_cls[keep]]).astype(np.uint8)
+    order = np.argsort(all_flat, kind="stable")
+    return all_flat[order], all_cls[order]
+
+
 def _merge_labelled(flat: np.ndarray, cls: np.ndarray, scrib: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Add the labelled pixels of ``scrib`` (255 = none) to ``(flat, cls)``; they override, result sorted."""
     if scrib is None:
@@ -1475,11 +1485,7 @@ def _merge_labelled(flat: np.ndarray, cls: np.ndarray, scrib: np.ndarray | None)
     s_flat = np.flatnonzero(scrib.ravel() != IGNORE_LABEL)
     if s_flat.size == 0:
         return flat, cls
-    keep = ~np.isin(flat, s_flat)
-    all_flat = np.concatenate([flat[keep], s_flat])
-    all_cls = np.concatenate([cls[keep], scrib.ravel()[s_flat]]).astype(np.uint8)
-    order = np.argsort(all_flat, kind="stable")
-    return all_flat[order], all_cls[order]
+    return _merge_points(flat, cls, s_flat, scrib.ravel()[s_flat], override=True)
 
 
 def _apply_scribbles(flat: np.ndarray, cls: np.ndarray, scrib: np.ndarray | None, p: _Prepared,

@@ -41,6 +41,7 @@ __all__ = [
     "CampaignStore",
     "compressor",
     "create_store",
+    "label_group_metadata",
     "label_metadata",
     "label_pyramid",
     "multiscales_metadata",
@@ -434,15 +435,20 @@ def write_dask(src: Any, target: zarr.Array) -> None:
     da.store(src, target, lock=False, compute=True)
 
 
-def label_pyramid(group: zarr.Group, *, name: str, pixel_size_um: float, classes: Sequence[str]) -> int:
-    """Write the factor-2 pyramid (nearest) of a label group from its level ``0`` and its NGFF label
-    metadata (multiscales + image-label colours); returns the level count."""
-    n = _write_pyramid(group, kind="nearest")
-    group.attrs["ome"] = {
+def label_group_metadata(name: str, pixel_size_um: float, n_levels: int, classes: Sequence[str]) -> dict[str, Any]:
+    """The ``ome`` attrs of an NGFF label group: multiscales (nearest) and image-label colours."""
+    return {
         "version": NGFF_VERSION,
-        "multiscales": [multiscales_metadata(name, pixel_size_um, n, kind="nearest")],
+        "multiscales": [multiscales_metadata(name, pixel_size_um, n_levels, kind="nearest")],
         "image-label": label_metadata(classes),
     }
+
+
+def label_pyramid(group: zarr.Group, *, name: str, pixel_size_um: float, classes: Sequence[str]) -> int:
+    """Write the factor-2 pyramid (nearest) of a label group from its level ``0`` and its NGFF label
+    metadata (:func:`label_group_metadata`); returns the level count."""
+    n = _write_pyramid(group, kind="nearest")
+    group.attrs["ome"] = label_group_metadata(name, pixel_size_um, n, classes)
     return n
 
 
