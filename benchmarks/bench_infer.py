@@ -72,9 +72,8 @@ def log(msg: str) -> None:
 
 # --- data and model ----------------------------------------------------------------------------------
 def bench_store(out: Path) -> Any:
-    from semscale.norm import histogram, norm_from_histogram
     from semscale.store import create_store, open_store
-    from semscale.synth import simulate
+    from semscale.synth import add_to_store, simulate
 
     path = out / "bench.zarr"
     if path.exists():
@@ -84,10 +83,7 @@ def bench_store(out: Path) -> Any:
     log("simulating the 2856×4096 benchmark image")
     sim = simulate(SHAPE, oxidation_min=60, seed=123, with_eds=False)
     s = create_store(path, name="bench", pixel_size_um=0.04458)
-    a = s.create_image("bench", shape=SHAPE, dtype=sim.sem.dtype, chunks=CHUNK)
-    a[:] = sim.sem
-    s.finish_image("bench", norm=norm_from_histogram(histogram(sim.sem, nbins=256)))
-    s.write_labels("bench", "truth", sim.truth)
+    add_to_store(s, "bench", sim, chunks=CHUNK)
     return s
 
 

@@ -32,25 +32,10 @@ import numpy as np
 
 from semscale.labelling import label_store
 from semscale.metrics import evaluate_store, format_confusion
-from semscale.norm import histogram, norm_from_histogram
-from semscale.store import CampaignStore, compressor, create_store
-from semscale.synth import simulate
+from semscale.store import CampaignStore, create_store
+from semscale.synth import add_to_store, simulate
 
 TIMES = (0, 10, 30, 120)
-
-
-def add_image(store: CampaignStore, image_id: str, im: Any, *, chunks: int = 1024) -> None:
-    """Put one simulated image (SEM, truth, EDS) into the store, as ingest would."""
-    arr = store.create_image(image_id, shape=im.sem.shape, dtype=im.sem.dtype, chunks=chunks,
-                             attrs={"oxidation_min": im.meta["oxidation_min"], "sample": "A"})
-    arr[:] = im.sem
-    store.finish_image(image_id, norm=norm_from_histogram(histogram(im.sem, nbins=256)))
-    store.write_labels(image_id, "truth", im.truth)
-    g = store.eds_group(image_id, create=True)
-    for el, m in im.eds.items():
-        g.create_array(el, data=m, chunks=(512, 512), compressors=compressor())
-    g.attrs["semscale"] = {"factor": im.eds_factor, "complete": True,
-                           "simulated_shift_px": list(im.meta["eds_shift_px"])}
 
 
 def campaign(root: Path, seed: int, n_images: int, size: int) -> tuple[CampaignStore, dict[str, Any]]:
@@ -60,7 +45,7 @@ def campaign(root: Path, seed: int, n_images: int, size: int) -> tuple[CampaignS
         t = TIMES[k % len(TIMES)]
         image_id = f"s{seed}_t{t:03d}_{k}"
         im = simulate((size, size), oxidation_min=t, seed=1000 * seed + k)
-        add_image(store, image_id, im)
+        add_to_store(store, image_id, im, sample="A")
         truth_shift[image_id] = list(im.meta["eds_shift_px"])
     return store, truth_shift
 
@@ -92,7 +77,7 @@ def big_image(root: Path, seed: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     im = simulate((2856, 4096), oxidation_min=30, seed=seed)
     sim_s = time.perf_counter() - t0
-    add_image(store, "big", im)
+    add_to_store(store, "big", im)
     t0 = time.perf_counter()
     label_store(store, overwrite=True)
     seconds = time.perf_counter() - t0

@@ -33,9 +33,8 @@ log = logging.getLogger("train_study")
 
 
 def build_store(out: Path, *, size: int, train_times: list[float], test_times: list[float], seed: int) -> object:
-    from semscale.norm import histogram, norm_from_histogram
-    from semscale.store import compressor, create_store
-    from semscale.synth import simulate
+    from semscale.store import create_store
+    from semscale.synth import add_to_store, simulate
 
     path = out / "study.zarr"
     if path.exists():
@@ -46,15 +45,7 @@ def build_store(out: Path, *, size: int, train_times: list[float], test_times: l
         role = "train" if k < len(train_times) else "predict"
         image_id = f"{role}_{k}"
         sim = simulate((size, size), oxidation_min=t, seed=seed + 101 * k)
-        a = store.create_image(image_id, shape=sim.sem.shape, dtype=sim.sem.dtype, chunks=512)
-        a[:] = sim.sem
-        store.finish_image(image_id, role=role, oxidation_min=t,
-                           norm=norm_from_histogram(histogram(sim.sem, nbins=256)))
-        store.write_labels(image_id, "truth", sim.truth)
-        g = store.eds_group(image_id, create=True)
-        for el, arr in sim.eds.items():
-            g.create_array(el, data=arr, chunks=(256, 256), compressors=compressor())
-        g.attrs["semscale"] = {"factor": sim.eds_factor, "complete": True}
+        add_to_store(store, image_id, sim, chunks=512, eds_chunks=256, role=role)
         log.info("simulated %s (%s, %g min)", image_id, role, t)
     return store
 

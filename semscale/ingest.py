@@ -321,22 +321,15 @@ def _write_label_file(store: Any, image_id: str, name: str, path: Path, sha: str
 
 
 def _write_eds(store: Any, entry: Any, shas: dict[str, str]) -> int:
-    from semscale.store import compressor
-
     sem_shape = tuple(store.sem_array(entry.id).shape)
     maps = {el: read_image(p) for el, p in entry.eds.items()}
     shapes = {el: m.shape for el, m in maps.items()}
     if len(set(shapes.values())) > 1:
         raise InputImageError(f"Expected all EDS maps of `{entry.id}` to share one shape. Got {shapes}.")
     factor = infer_eds_factor(sem_shape, next(iter(shapes.values())), where=f"EDS maps of `{entry.id}`")
-    g = store.eds_group(entry.id, create=True)
-    for el, m in maps.items():
-        a = g.create_array(el, shape=m.shape, dtype=m.dtype, chunks=tuple(min(512, s) for s in m.shape),
-                           compressors=compressor(), fill_value=0, dimension_names=("y", "x"))
-        a[:] = m
-        a.attrs["semscale"] = {"source": str(entry.eds[el]), "sha256": shas[el], "element": el}
-    g.attrs["semscale"] = {"factor": factor, "elements": sorted(maps), "sha256": shas, "complete": True,
-                           "sem_shape": list(sem_shape)}
+    g = store.write_eds(entry.id, maps, factor=factor, attrs={"sha256": shas, "sem_shape": list(sem_shape)})
+    for el in maps:
+        g[el].attrs["semscale"] = {"source": str(entry.eds[el]), "sha256": shas[el], "element": el}
     return factor
 
 

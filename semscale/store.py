@@ -357,6 +357,19 @@ class CampaignStore:
             return eds.create_group(image_id)
         return self.root[f"eds/{image_id}"]
 
+    def write_eds(
+        self, image_id: str, maps: Mapping[str, np.ndarray], *, factor: int, chunks: int = 512,
+        attrs: Mapping[str, Any] | None = None,
+    ) -> zarr.Group:
+        """(Re)write the EDS element maps of ``image_id`` (2-D, ``factor`` × coarser than the SEM) as
+        ``eds/<id>/<element>`` and mark the group complete; ``attrs`` are added to its ``semscale`` attrs."""
+        g = self.eds_group(image_id, create=True)
+        for el, m in maps.items():
+            g.create_array(el, shape=m.shape, dtype=m.dtype, chunks=tuple(min(chunks, n) for n in m.shape),
+                           compressors=compressor(), fill_value=0, dimension_names=("y", "x"))[:] = m
+        g.attrs["semscale"] = {"factor": int(factor), "elements": sorted(maps), "complete": True, **dict(attrs or {})}
+        return g
+
     # --- models and predictions ------------------------------------------------------------------
     def models_dir(self, name: str | None = None) -> Path:
         """Directory holding model files (``models/<name>``), created as a Zarr group so tools see it."""

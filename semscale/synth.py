@@ -637,6 +637,25 @@ def simulate(
     return SynthImage(sem=sem, truth=truth, eds=eds, eds_factor=f, meta=meta)
 
 
+def add_to_store(store: Any, image_id: str, sim: SynthImage, *, chunks: int = 1024,
+                 eds_chunks: int = 512, **image_attrs: Any) -> None:
+    """Put one simulated image into a campaign store as ingest would: the SEM (normalisation from its
+    full histogram, pyramid), ``labels/truth`` and, if simulated, the EDS maps (attrs record the simulated
+    misregistration). ``image_attrs`` (e.g. ``role``, ``sample``) go to the image's attrs with its
+    ``oxidation_min``."""
+    from semscale.norm import histogram, norm_from_histogram
+
+    arr = store.create_image(image_id, shape=sim.sem.shape, dtype=sim.sem.dtype, chunks=chunks)
+    arr[:] = sim.sem
+    nbins = int(np.iinfo(sim.sem.dtype).max) + 1
+    store.finish_image(image_id, norm=norm_from_histogram(histogram(sim.sem, nbins=nbins)),
+                       oxidation_min=sim.meta.get("oxidation_min"), **image_attrs)
+    store.write_labels(image_id, "truth", sim.truth)
+    if sim.eds:
+        store.write_eds(image_id, sim.eds, factor=sim.eds_factor, chunks=eds_chunks,
+                        attrs={"simulated_shift_px": list(sim.meta["eds_shift_px"])})
+
+
 def _check_shape(shape: Sequence[int]) -> tuple[int, int]:
     try:
         h, w = (int(s) for s in shape)

@@ -31,7 +31,7 @@ from semscale.labelling import (
     train_classifier,
 )
 from semscale.norm import apply_norm, histogram, norm_from_histogram
-from semscale.store import compressor, create_store
+from semscale.store import create_store
 
 F = 4
 CONC = {"Ni": (0.0, 0.5, 1.0, 0.0), "O": (0.0, 0.5, 0.0, 0.62), "Zr": (0.0, 0.0, 0.0, 0.3)}
@@ -74,10 +74,7 @@ def make_store(path, images, *, chunks=64):
         s.finish_image(image_id, norm=norm_from_histogram(histogram(sem, nbins=256)))
         s.write_labels(image_id, "truth", truth)
         if eds:
-            g = s.eds_group(image_id, create=True)
-            for el, m in eds.items():
-                g.create_array(el, data=m, chunks=(32, 32), compressors=compressor())
-            g.attrs["semscale"] = {"factor": F, "complete": True}
+            s.write_eds(image_id, eds, factor=F, chunks=32)
     return s
 
 
