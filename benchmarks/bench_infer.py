@@ -94,10 +94,10 @@ def train_model(out: Path, *, seconds: float, batch: int = 8, seed: int = 0) -> 
         return path
     import keras
 
-    from semscale.infer import norm_for_array
-    from semscale.model import build_unet, save_model
-    from semscale.norm import apply_norm
+    from semscale.inference import norm_for_array
+    from semscale.kernels.norm import apply_norm
     from semscale.synth import simulate
+    from semscale.training.unet import build_unet, save_model
 
     log("simulating training images")
     images, truths = [], []
@@ -151,7 +151,7 @@ def run_mode(store: Any, model: Path, name: str, *, warm: bool = False, **kw: An
     """Time one Zarr→Zarr prediction. ``warm``: run it once untimed first, so that one-off costs (graph
     tracing for each new tile shape, about 1 s per shape on CPU) are not counted: the steady state of a
     campaign that segments many images."""
-    from semscale.infer import predict_to_store
+    from semscale.inference import predict_to_store
 
     first = None
     if warm:
@@ -172,15 +172,15 @@ def run_mode(store: Any, model: Path, name: str, *, warm: bool = False, **kw: An
 
 
 def s32_crop(store: Any, model: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    from semscale.infer import (
+    from semscale.inference import (
         _keras_fn,
         input_extent,
         make_geometry,
         predict_region,
         read_symmetric,
     )
-    from semscale.model import get_cached_model
-    from semscale.norm import apply_norm
+    from semscale.kernels.norm import apply_norm
+    from semscale.training.unet import get_cached_model
 
     m, meta = get_cached_model(model)
     geom = make_geometry("average", patch_size=256, stride=32, multiple=meta["multiple"], batch_size=8)
@@ -192,7 +192,7 @@ def s32_crop(store: Any, model: Path) -> tuple[np.ndarray, dict[str, Any]]:
     t0 = time.perf_counter()
     out = predict_region(x, origin=(lo0, lo1), core=core, predict_fns=[_keras_fn(m)], geom=geom)
     dt = time.perf_counter() - t0
-    from semscale.infer import count_evaluations, window_starts
+    from semscale.inference import count_evaluations, window_starts
 
     n_win = len(window_starts(*core[0], patch_size=256, stride=32)) * len(window_starts(*core[1], patch_size=256, stride=32))
     evals_crop = n_win * 256 * 256
@@ -208,8 +208,8 @@ def s32_crop(store: Any, model: Path) -> tuple[np.ndarray, dict[str, Any]]:
 
 def raw_throughput(store: Any, model: Path, shape: tuple[int, int]) -> dict[str, Any]:
     """The network alone on one in-memory tile of ``shape`` (image mirrored where it is smaller)."""
-    from semscale.model import get_cached_model
-    from semscale.norm import apply_norm
+    from semscale.kernels.norm import apply_norm
+    from semscale.training.unet import get_cached_model
 
     m, _ = get_cached_model(model)
     h, w = shape
@@ -228,7 +228,7 @@ def raw_throughput(store: Any, model: Path, shape: tuple[int, int]) -> dict[str,
 
 
 def _warm(path: str) -> None:
-    from semscale.model import get_cached_model
+    from semscale.training.unet import get_cached_model
 
     get_cached_model(path)
 
@@ -248,9 +248,9 @@ def mosaic(out: Path, size: int) -> dict[str, Any]:
     """Peak RSS of tile-mode Zarr→Zarr prediction on a size×size mosaic with a tiny model (fresh process)."""
     import resource
 
-    from semscale.infer import predict_to_store, read_symmetric
-    from semscale.model import build_unet, save_model
+    from semscale.inference import predict_to_store, read_symmetric
     from semscale.store import create_store
+    from semscale.training.unet import build_unet, save_model
 
     src = bench_store(out)
     tiny = out / "tiny" / "tiny.keras"
@@ -355,7 +355,6 @@ def main() -> None:
         results["runs"]["average_s32"] = res32
         save()
     # accuracy vs truth and agreement with average s=32 (on the crop)
-    from semscale.infer import open_predictions
 
     truth = store.labels("bench", "truth").compute()
     lab32 = np.load(args.out / "s32_crop_labels.npy") if (args.out / "s32_crop_labels.npy").exists() else None
@@ -364,7 +363,7 @@ def main() -> None:
             r["accuracy_crop"] = float((lab32 == truth[CROP]).mean())
             r["agreement_s32_crop"] = 1.0
             continue
-        lab = open_predictions(store, name, "bench")["labels"].compute()
+        lab = store.predictions(name, "bench")["labels"].compute()
         r["accuracy"] = float((lab == truth).mean())
         r["accuracy_crop"] = float((lab[CROP] == truth[CROP]).mean())
         if lab32 is not None:

@@ -20,7 +20,7 @@ import numpy as np
 CHILD = r"""
 import resource, sys, time, yaml
 from semscale.config import load_config
-from semscale.ingest import ingest_campaign
+from semscale.io.ingest import ingest_campaign
 cfg = load_config(sys.argv[1])
 t0 = time.perf_counter()
 ingest_campaign(cfg)
@@ -30,7 +30,7 @@ print(dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 BASELINE = r"""
 import resource
-import semscale.config, semscale.ingest, semscale.store, dask.array, zarr, tifffile
+import semscale.config, semscale.io.ingest, semscale.store, dask.array, zarr, tifffile
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from semscale.analysis.metrics import evaluate_store, format_confusion
 from semscale.labelling import label_store
-from semscale.metrics import evaluate_store, format_confusion
 from semscale.store import CampaignStore, create_store
 from semscale.synth import add_to_store, simulate
 

@@ -34,7 +34,7 @@ import numpy as np
 
 
 def build_store(path: Path, *, size: int, n_images: int) -> object:
-    from semscale.norm import histogram, norm_from_histogram
+    from semscale.kernels.norm import histogram, norm_from_histogram
     from semscale.store import create_store
     from semscale.synth import simulate
 
@@ -88,7 +88,7 @@ def fit_step_seconds(ds: object, *, filters: tuple[int, ...], epochs: int, seed:
     """Seconds per training step of each epoch of ``model.fit`` fed by ``ds``."""
     import keras
 
-    from semscale.model import build_unet
+    from semscale.training.unet import build_unet
 
     keras.utils.set_random_seed(seed)
     model = build_unet(filters=filters, dropout=(0.1,) * len(filters), seed=seed)
@@ -133,7 +133,7 @@ def main() -> None:
     store = build_store(root / "bench.zarr", size=args.size, n_images=args.images)
     print(f"store: {args.images} simulated images of {args.size}² px, chunks 1024 ({time.perf_counter() - t0:.1f} s)")
 
-    from semscale.data import PatchDataset, make_split
+    from semscale.training.sampler import PatchDataset, make_split
 
     split = make_split(store, patch_size=args.patch, seed=0)
 
@@ -153,7 +153,7 @@ def main() -> None:
 
     import keras
 
-    from semscale.model import build_unet
+    from semscale.training.unet import build_unet
 
     model = build_unet(filters=filters, dropout=(0.1,) * len(filters), seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3),

@@ -8,7 +8,7 @@ On simulated Ni/YSZ images (ground truth known), this script
 2. makes the automatic EDS-guided targets ``labels/target`` with :func:`semscale.labelling.label_store`
    (``--targets truth`` copies the ground truth instead: a stand-in for debugging only, which proves
    nothing about the claim);
-3. trains one U-Net on the targets of the training images (:func:`semscale.train.train_model`);
+3. trains one U-Net on the targets of the training images (:func:`semscale.training.fit.train_model`);
 4. segments the held-out images whole (fully convolutional, reflection padding) and scores the targets and
    the U-Net against the ground truth (accuracy, mean IoU, per class).
 
@@ -51,7 +51,7 @@ def build_store(out: Path, *, size: int, train_times: list[float], test_times: l
 
 
 def score(ref: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
-    from semscale.metrics import confusion_matrix, scores_from_confusion
+    from semscale.analysis.metrics import confusion_matrix, scores_from_confusion
 
     s = scores_from_confusion(confusion_matrix(ref, pred, n_classes=len(classes)), classes=classes)
     return {"accuracy": s["accuracy"], "mean_iou": s["mean_iou"],
@@ -60,10 +60,10 @@ def score(ref: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
 
 def segment_whole(model: object, image: np.ndarray, multiple: int, *, tta: bool = False) -> np.ndarray:
     """Labels of a whole normalised image: pad (reflect) to a multiple of ``multiple`` px, one pass, crop.
-    ``tta``: mean softmax over the 8 flips/rotations (:func:`semscale.infer.tta_apply`)."""
+    ``tta``: mean softmax over the 8 flips/rotations (:func:`semscale.inference.tta_apply`)."""
     import keras
 
-    from semscale.infer import tta_apply
+    from semscale.inference import tta_apply
 
     def fn(x: np.ndarray) -> np.ndarray:
         h, w = x.shape[1:3]
@@ -144,13 +144,13 @@ def main() -> None:
     label_s = time.perf_counter() - t_label
     classes = list(store.classes)
 
-    from semscale.model import load_model
-    from semscale.norm import apply_norm
-    from semscale.train import train_model
+    from semscale.kernels.norm import apply_norm
+    from semscale.training.fit import train_model
+    from semscale.training.unet import load_model
 
     t_train = time.perf_counter()
     depth = len(args.filters) - 1
-    member = store.models_dir(args.name) / "member_0.keras"
+    member = store.model_dir(args.name) / "member_0.keras"
     if args.score_only:
         side = json.loads(member.with_suffix(".json").read_text())
         previous = args.out / f"{args.name}_results.json"
@@ -185,7 +185,7 @@ def main() -> None:
 
     def pooled(role: str, key: str) -> dict:
         cm = sum(np.array(r[key]["confusion"]) for r in rows.values() if r["role"] == role)
-        from semscale.metrics import scores_from_confusion
+        from semscale.analysis.metrics import scores_from_confusion
 
         s = scores_from_confusion(cm, classes=classes)
         return {"accuracy": s["accuracy"], "mean_iou": s["mean_iou"],

@@ -82,7 +82,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 @_command("ingest")
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from semscale.ingest import ingest_campaign
+    from semscale.io.ingest import ingest_campaign
 
     config = _load(args.config)
     store = ingest_campaign(config, force=args.force, image_ids=args.image or None)
@@ -125,12 +125,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 @_command("label")
 def _cmd_label(args: argparse.Namespace) -> int:
-    from semscale.campaign import label
-    from semscale.ingest import ingest_campaign
+    from semscale.io.ingest import ingest_campaign
+    from semscale.pipeline import label
 
     config = _load(args.config)
     store = ingest_campaign(config)
-    from semscale.cluster import get_client
+    from semscale.runtime.cluster import get_client
 
     with get_client(**args.cluster_kwargs(config)) as client:
         result = label(config, store, overwrite=args.overwrite, client=client)
@@ -140,7 +140,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
 
 @_command("evaluate")
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from semscale.metrics import evaluate_store, format_confusion
+    from semscale.analysis.metrics import evaluate_store, format_confusion
     from semscale.store import open_store
 
     store = open_store(_store_path(args.target))
@@ -163,14 +163,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 @_command("train")
 def _cmd_train(args: argparse.Namespace) -> int:
-    from semscale.campaign import train
-    from semscale.ingest import ingest_campaign
-    from semscale.train import format_models, list_models
+    from semscale.io.ingest import ingest_campaign
+    from semscale.pipeline import train
+    from semscale.training.fit import format_models, list_models
 
     config = _load(args.config)
     store = ingest_campaign(config)
     if args.scheduler or ((args.ensemble or config.training.ensemble) > 1 and args.parallel):
-        from semscale.cluster import get_client
+        from semscale.runtime.cluster import get_client
 
         with get_client(**args.cluster_kwargs(config)) as client:
             train(config, store, client=client, ensemble=args.ensemble, epochs=args.epochs,
@@ -185,7 +185,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 @_command("models")
 def _cmd_models(args: argparse.Namespace) -> int:
     from semscale.store import open_store
-    from semscale.train import format_models, list_models
+    from semscale.training.fit import format_models, list_models
 
     models = list_models(open_store(_store_path(args.store), mode="r"))
     if args.json:
@@ -197,14 +197,14 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 @_command("predict")
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from semscale.cluster import get_client
+    from semscale.runtime.cluster import get_client
 
     overrides = {"mode": args.mode, "stride": args.stride, "tta": args.tta or None,
                  "write_probabilities": args.probabilities or None, "model": args.model}
     source = Path(args.source)
     if source.suffix in (".yaml", ".yml"):
-        from semscale.campaign import predict
-        from semscale.ingest import ingest_campaign
+        from semscale.io.ingest import ingest_campaign
+        from semscale.pipeline import predict
 
         config = _load(args.source)
         store = ingest_campaign(config)
@@ -212,13 +212,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             results = predict(config, store, image_ids=args.image or None, client=client,
                               overwrite=args.overwrite, **overrides)
     elif (source / "zarr.json").exists():
-        from semscale.campaign import model_member_paths
-        from semscale.infer import predict_to_store
+        from semscale.inference import predict_to_store
         from semscale.store import open_store
 
         store = open_store(source)
         name = args.model or (store.model_names() or ["unet"])[0]
-        paths = [Path(p) for p in args.model_file] if args.model_file else model_member_paths(store, name)
+        paths = [Path(p) for p in args.model_file] if args.model_file else store.model_members(name)
         settings = {k: v for k, v in overrides.items() if v is not None and k != "model"}
         with get_client(**args.cluster_kwargs()) as client:
             results = [predict_to_store(store, i, model_paths=paths, model_name=name, client=client,
@@ -236,8 +235,8 @@ def _predict_file(args: argparse.Namespace, source: Path, overrides: dict[str, A
     import numpy as np
     import tifffile
 
-    from semscale.infer import segment_array
-    from semscale.ingest import read_image
+    from semscale.inference import segment_array
+    from semscale.io.ingest import read_image
 
     if not args.model_file:
         from semscale.errors import ConfigError
@@ -254,7 +253,7 @@ def _predict_file(args: argparse.Namespace, source: Path, overrides: dict[str, A
 
 @_command("run")
 def _cmd_run(args: argparse.Namespace) -> int:
-    from semscale.campaign import STAGES, run_campaign
+    from semscale.pipeline import STAGES, run_campaign
 
     config = _load(args.config)
     stages = args.stages or list(STAGES)
@@ -266,7 +265,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 @_command("demo")
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from semscale.campaign import run_campaign, write_demo_campaign
+    from semscale.pipeline import run_campaign, write_demo_campaign
 
     config = write_demo_campaign(args.out, size=args.size, seed=args.seed)
     _print(f"demo campaign: {config.source}")
@@ -276,7 +275,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _report(config: Any, summary: dict[str, Any]) -> None:
-    from semscale.metrics import format_confusion
+    from semscale.analysis.metrics import format_confusion
 
     ev = summary.get("evaluate", {})
     for key, title in (("target_vs_truth", "EDS-guided targets vs ground truth"),
@@ -392,8 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
-    from semscale._progress import setup_logging
     from semscale.errors import SemscaleError
+    from semscale.runtime.progress import setup_logging
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     setup_logging(args.verbose)

@@ -14,7 +14,7 @@ TINY_PATCH = 32
 
 
 def _save_tiny(folder: Path, name: str, seed: int) -> Path:
-    from semscale.model import build_unet, save_model
+    from semscale.training.unet import build_unet, save_model
 
     model = build_unet(filters=TINY_FILTERS, seed=seed)
     return save_model(model, folder / f"{name}.keras", sidecar={"patch_size": TINY_PATCH, "seed": seed})

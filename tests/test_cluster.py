@@ -1,4 +1,4 @@
-"""semscale.cluster: the cluster decision logic (GPU detection mocked), real local clients, array module."""
+"""semscale.runtime.cluster: the cluster decision logic (GPU detection mocked), real local clients, array module."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import types
 import numpy as np
 import pytest
 
-import semscale.cluster as sc
+import semscale.runtime.cluster as sc
 from semscale.errors import ConfigError, DependencyError
 
 
@@ -26,7 +26,7 @@ def test_plan_cuda_one_worker_per_gpu():
 
 
 def test_plan_falls_back_to_local(caplog):
-    with caplog.at_level(logging.WARNING, logger="semscale.cluster"):
+    with caplog.at_level(logging.WARNING, logger="semscale.runtime.cluster"):
         plan = sc.plan_cluster(n_gpus=2, has_dask_cuda=False, cpu_count=16)
     assert plan["kind"] == "local" and plan["n_workers"] == 4 and plan["threads_per_worker"] == 1
     assert "dask-cuda is not installed" in caplog.text
@@ -75,7 +75,7 @@ def test_get_client_connects_to_address(caplog):
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
-        with caplog.at_level(logging.INFO, logger="semscale.cluster"), sc.get_client(cluster.scheduler_address) as c:
+        with caplog.at_level(logging.INFO, logger="semscale.runtime.cluster"), sc.get_client(cluster.scheduler_address) as c:
             assert c.submit(sum, [1, 2]).result() == 3
         assert cluster.scheduler_address in caplog.text
         assert cluster.status.name == "running"  # not closed by get_client: it did not start it
@@ -100,7 +100,7 @@ def test_predict_region_on_cupy_matches_numpy():
     cupy = pytest.importorskip("cupy")
     if not sc.cupy_available():
         pytest.skip("no CUDA device")
-    from semscale.infer import input_extent, make_geometry, predict_region
+    from semscale.inference import input_extent, make_geometry, predict_region
 
     def net(x):
         z = np.concatenate([x, 1 - x, 0.5 * x], -1)

@@ -1,4 +1,4 @@
-"""Tests of semscale.data: leakage-free splits, window sampling, augmentation, determinism."""
+"""Tests of semscale.training.sampler: leakage-free splits, window sampling, augmentation, determinism."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import pytest
 from scipy import ndimage
 
 from semscale import IGNORE_LABEL
-from semscale.data import (
+from semscale.errors import ConfigError, StoreError
+from semscale.kernels.norm import histogram, norm_from_histogram
+from semscale.store import create_store
+from semscale.training.sampler import (
     Augment,
     TileSplit,
     augment_pair,
@@ -20,9 +23,6 @@ from semscale.data import (
     split_tiles,
     window_overlaps_tiles,
 )
-from semscale.errors import ConfigError, StoreError
-from semscale.norm import histogram, norm_from_histogram
-from semscale.store import create_store
 
 P = 32
 LEVELS = np.array([20, 80, 140, 200], np.uint8)  # grey value of each class in "label-shaped" images
@@ -58,7 +58,7 @@ def store(tmp_path_factory):
 
 
 def make_ds(store, split, **kw):
-    from semscale.data import PatchDataset
+    from semscale.training.sampler import PatchDataset
 
     kw.setdefault("batch_size", 8)
     kw.setdefault("steps_per_epoch", 4)
@@ -259,7 +259,7 @@ def test_in_memory_and_uncached_samplers_equal_cached(store):
 
 
 def test_chunk_cache_slices_and_bound(store):
-    from semscale.data import CachedArray, ChunkCache
+    from semscale.training.sampler import CachedArray, ChunkCache
 
     arr = store.sem_array("a")  # 150 x 200, chunks 48
     ref = np.asarray(arr[...])
@@ -275,7 +275,7 @@ def test_chunk_cache_slices_and_bound(store):
 
 
 def test_ignore_boundary_band_matches_whole_image(store):
-    from semscale.metrics import boundary_mask
+    from semscale.analysis.metrics import boundary_mask
 
     s = make_split(store, patch_size=P, test_fraction=0.2, seed=1)
     ds = make_ds(store, s, augment=False, ignore_boundary_px=2)

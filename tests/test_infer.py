@@ -1,4 +1,4 @@
-"""semscale.infer: window geometry, blending modes vs the plain NumPy reference, chunk independence,
+"""semscale.inference: window geometry, blending modes vs the plain NumPy reference, chunk independence,
 ensembles, TTA, Zarr→Zarr writing with resume, models loaded once per worker."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from semscale.errors import ConfigError
-from semscale.infer import (
+from semscale.inference import (
     combine_members,
     gaussian_weights,
     input_extent,
@@ -57,7 +57,7 @@ class ConstantNet:
 def _keras_fn(path):
     import keras
 
-    from semscale.model import load_model
+    from semscale.training.unet import load_model
 
     model, meta = load_model(path)
 
@@ -231,7 +231,7 @@ def test_tasks_carry_paths_not_models(tiny_unet_path):
 
 # --- Zarr → Zarr ------------------------------------------------------------------------------------
 def _make_store(tmp_path, shape=(150, 131), chunk=64, seed=0):
-    from semscale.norm import histogram, norm_from_histogram
+    from semscale.kernels.norm import histogram, norm_from_histogram
     from semscale.store import create_store
 
     img = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
@@ -248,7 +248,7 @@ def _chunk_files(store, model, key):
 
 def test_predict_to_store_writes_resumes_and_is_bit_identical(tmp_path, client, tiny_ensemble_paths, monkeypatch):
     import semscale.store
-    from semscale.infer import open_predictions, predict_to_store
+    from semscale.inference import predict_to_store
 
     monkeypatch.setattr(semscale.store, "PYRAMID_MIN_SIZE", 64)  # a pyramid even for this small image
 
@@ -262,7 +262,7 @@ def test_predict_to_store_writes_resumes_and_is_bit_identical(tmp_path, client, 
     ome = g["labels"].attrs["ome"]
     assert [c["label-value"] for c in ome["image-label"]["colors"]][:4] == [0, 1, 2, 3]
     assert ome["multiscales"][0]["axes"][0]["unit"] == "micrometer"
-    outs = {k: v.compute() for k, v in open_predictions(store, "ens", "im").items()}
+    outs = {k: v.compute() for k, v in store.predictions("ens", "im").items()}
     assert outs["labels"].dtype == np.uint8 and outs["confidence"].dtype == np.float16
     assert outs["probabilities"].shape == (4, 150, 131)
     # a label pyramid for viewers: nearest-neighbour levels, declared in the NGFF multiscales
@@ -288,17 +288,17 @@ def test_predict_to_store_writes_resumes_and_is_bit_identical(tmp_path, client, 
         f.unlink()
     third = predict_to_store(store, "im", **kw)
     assert third["computed"] == 3
-    redo = {k: v.compute() for k, v in open_predictions(store, "ens", "im").items()}
+    redo = {k: v.compute() for k, v in store.predictions("ens", "im").items()}
     for k in outs:
         np.testing.assert_array_equal(redo[k], outs[k])
 
     forced = predict_to_store(store, "im", **{**kw, "overwrite": True})
     assert forced["computed"] == 9
-    np.testing.assert_array_equal(open_predictions(store, "ens", "im")["labels"].compute(), outs["labels"])
+    np.testing.assert_array_equal(store.predictions("ens", "im")["labels"].compute(), outs["labels"])
 
 
 def test_predict_to_store_without_client_and_changed_settings(tmp_path, tiny_unet_path):
-    from semscale.infer import open_predictions, predict_to_store
+    from semscale.inference import predict_to_store
 
     store, img = _make_store(tmp_path, shape=(70, 90), chunk=32)
     a = predict_to_store(store, "im", model_paths=tiny_unet_path, model_name="m", mode="tile", tile_size=32)
@@ -306,15 +306,15 @@ def test_predict_to_store_without_client_and_changed_settings(tmp_path, tiny_une
     b = predict_to_store(store, "im", model_paths=tiny_unet_path, model_name="m", mode="gaussian", stride=16)
     assert b["computed"] == 9  # new settings: everything recomputed
     ref_fn, _ = _keras_fn(tiny_unet_path)
-    from semscale.norm import apply_norm
+    from semscale.kernels.norm import apply_norm
 
     ref = reference_predict(apply_norm(img, store.norm("im")), predict_fn=ref_fn, mode="gaussian", patch_size=32,
                             stride=16)
-    np.testing.assert_array_equal(open_predictions(store, "m", "im")["labels"].compute(), ref.argmax(-1))
+    np.testing.assert_array_equal(store.predictions("m", "im")["labels"].compute(), ref.argmax(-1))
 
 
 def test_segment_array_matches_lazy_path(tiny_unet_path):
-    from semscale.infer import norm_for_array, segment_array
+    from semscale.inference import norm_for_array, segment_array
 
     img = np.random.default_rng(5).integers(10, 200, (90, 70), dtype=np.uint8)
     out = segment_array(img, model_paths=tiny_unet_path, mode="tile", chunk=48, probabilities=True)
@@ -329,12 +329,12 @@ def test_models_load_once_per_worker_process(tmp_path, tiny_unet_path):
     """Real worker processes: each loads the model from its path once, however many blocks it runs."""
     from distributed import Client, LocalCluster
 
-    from semscale.infer import predict_to_store
+    from semscale.inference import predict_to_store
 
     store, _ = _make_store(tmp_path, shape=(128, 160), chunk=32)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as c:
         res = predict_to_store(store, "im", model_paths=tiny_unet_path, model_name="m", mode="tile", client=c)
-        counts = c.run(lambda: __import__("semscale.model", fromlist=["x"]).LOAD_COUNT)
+        counts = c.run(lambda: __import__("semscale.training.unet", fromlist=["x"]).LOAD_COUNT)
     assert res["computed"] == 20
     assert sorted(counts.values()) in ([1, 1], [0, 1])

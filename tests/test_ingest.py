@@ -14,7 +14,7 @@ import zarr
 
 from semscale.config import load_config
 from semscale.errors import InputImageError
-from semscale.ingest import infer_eds_factor, ingest_campaign, iter_bands, label_lut, read_image
+from semscale.io.ingest import infer_eds_factor, ingest_campaign, iter_bands, label_lut, read_image
 from semscale.store import open_store
 
 PIXEL = 0.04458
@@ -208,7 +208,7 @@ def _chunk_mtimes(root: Path) -> dict[str, float]:
 
 
 def test_reingest_unchanged_is_noop_and_changes_are_detected(tmp_path: Path) -> None:
-    from semscale.ingest import ingest_image
+    from semscale.io.ingest import ingest_image
 
     sem = _rand((130, 90), np.uint8)
     truth = np.random.default_rng(1).integers(0, 4, sem.shape).astype(np.uint8)

@@ -14,6 +14,7 @@ from scipy.spatial import cKDTree
 
 from semscale import IGNORE_LABEL
 from semscale.errors import InputImageError
+from semscale.kernels.norm import apply_norm, histogram, norm_from_histogram
 from semscale.labelling import _prepare as prepare
 from semscale.labelling import (
     eds_on_sem_grid,
@@ -30,7 +31,6 @@ from semscale.labelling import (
     superpixels,
     train_classifier,
 )
-from semscale.norm import apply_norm, histogram, norm_from_histogram
 from semscale.store import create_store
 
 F = 4

@@ -1,4 +1,4 @@
-"""Tests of semscale.metrics: blockwise confusion matrix and scores against scikit-learn."""
+"""Tests of semscale.analysis.metrics: blockwise confusion matrix and scores against scikit-learn."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from sklearn.metrics import accuracy_score, jaccard_score, precision_recall_fsco
 from sklearn.metrics import confusion_matrix as sk_confusion
 
 from semscale import IGNORE_LABEL
-from semscale.errors import InputImageError, StoreError
-from semscale.metrics import (
+from semscale.analysis.metrics import (
     boundary_mask,
     combine,
     confusion_matrix,
@@ -23,7 +22,8 @@ from semscale.metrics import (
     scores_from_confusion,
     split_confusion,
 )
-from semscale.norm import histogram, norm_from_histogram
+from semscale.errors import InputImageError, StoreError
+from semscale.kernels.norm import histogram, norm_from_histogram
 from semscale.store import create_store
 
 CLASSES = ("pore", "NiO", "Ni", "YSZ")

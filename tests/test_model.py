@@ -1,4 +1,4 @@
-"""semscale.model: the U-Net, its receptive field, save/load with sidecar, the worker-local cache."""
+"""semscale.training.unet: the U-Net, its receptive field, save/load with sidecar, the worker-local cache."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _expected_params(filters, n_classes=4, channels=1):
 
 
 def test_paper_unet_structure():
-    from semscale.model import build_unet, unet_filters
+    from semscale.training.unet import build_unet, unet_filters
 
     model = build_unet(seed=0)
     assert model.count_params() == _expected_params((16, 32, 64, 128, 256))
@@ -41,7 +41,7 @@ def test_paper_unet_structure():
 def test_tiny_unet_any_multiple_size_softmax_and_seed():
     import keras
 
-    from semscale.model import build_unet
+    from semscale.training.unet import build_unet
 
     a = build_unet(filters=(4, 8, 16), seed=7)
     b = build_unet(filters=(4, 8, 16), seed=7)
@@ -57,7 +57,7 @@ def test_tiny_unet_any_multiple_size_softmax_and_seed():
 def test_output_is_float32_under_mixed_precision():
     import keras
 
-    from semscale.model import build_unet
+    from semscale.training.unet import build_unet
 
     old = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
@@ -70,7 +70,7 @@ def test_output_is_float32_under_mixed_precision():
 
 
 def test_bad_architecture_messages():
-    from semscale.model import build_unet
+    from semscale.training.unet import build_unet
 
     with pytest.raises(ModelError, match="one dropout rate per level"):
         build_unet(filters=(4, 8, 16), dropout=(0.1, 0.2))
@@ -87,7 +87,7 @@ def test_receptive_field_matches_perturbation(filters, tight):
     them exactly."""
     import keras
 
-    from semscale.model import build_unet, receptive_field, receptive_field_extents
+    from semscale.training.unet import build_unet, receptive_field, receptive_field_extents
 
     size, left, right = receptive_field_extents(filters)
     assert receptive_field(filters) == size
@@ -115,7 +115,7 @@ def test_receptive_field_matches_perturbation(filters, tight):
 
 
 def test_receptive_field_of_paper_net_and_model_argument():
-    from semscale.model import build_unet, receptive_field, receptive_field_extents
+    from semscale.training.unet import build_unet, receptive_field, receptive_field_extents
 
     assert receptive_field(build_unet(filters=(2, 2, 2), seed=0)) == receptive_field((2, 2, 2))
     size, left, right = receptive_field_extents((16, 32, 64, 128, 256))
@@ -128,7 +128,7 @@ def test_receptive_field_of_paper_net_and_model_argument():
 def test_save_load_roundtrip(tmp_path):
     import keras
 
-    from semscale.model import build_unet, load_model, receptive_field, save_model
+    from semscale.training.unet import build_unet, load_model, receptive_field, save_model
 
     model = build_unet(filters=(4, 8, 16), seed=2)
     path = save_model(model, tmp_path / "m.keras", sidecar={"patch_size": 32, "seed": 2, "training": {"epochs": 1}})
@@ -149,7 +149,7 @@ def test_save_load_roundtrip(tmp_path):
 
 
 def test_save_load_errors(tmp_path):
-    from semscale.model import build_unet, load_model, save_model
+    from semscale.training.unet import build_unet, load_model, save_model
 
     model = build_unet(filters=(2, 4), seed=0)
     with pytest.raises(ModelError, match=r"\.keras"):
@@ -173,7 +173,7 @@ def test_load_is_safe_mode(tmp_path):
     """A model with a Python lambda cannot be deserialised (safe_mode=True)."""
     import keras
 
-    from semscale.model import build_unet, load_model, save_model
+    from semscale.training.unet import build_unet, load_model, save_model
 
     good = save_model(build_unet(filters=(2, 4), seed=0), tmp_path / "good.keras", sidecar={})
     inp = keras.Input((None, None, 1))
@@ -186,7 +186,7 @@ def test_load_is_safe_mode(tmp_path):
 
 
 def test_content_hash_and_cache(tmp_path):
-    import semscale.model as sm
+    import semscale.training.unet as sm
 
     path = sm.save_model(sm.build_unet(filters=(2, 4), seed=0), tmp_path / "c.keras", sidecar={})
     assert sm.content_hash(path) == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,4 +1,4 @@
-"""Tests of semscale.train: a tiny U-Net learns, resume continues, ensembles run as Dask tasks."""
+"""Tests of semscale.training.fit: a tiny U-Net learns, resume continues, ensembles run as Dask tasks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 
 from semscale.errors import ConfigError, ModelError
-from semscale.norm import histogram, norm_from_histogram
+from semscale.kernels.norm import histogram, norm_from_histogram
 from semscale.store import create_store
 
 P = 32
@@ -46,12 +46,12 @@ def store(tmp_path_factory):
 
 
 def test_tiny_unet_learns_and_exports_member(store):
-    from semscale.model import load_model
-    from semscale.train import train_model
+    from semscale.training.fit import train_model
+    from semscale.training.unet import load_model
 
     side = train_model(store, name="fit", epochs=12, steps_per_epoch=6, augment=False, learning_rate=1e-2,
                        **{**TINY, "filters": (8, 16, 32)})
-    hist = json.loads((store.models_dir("fit") / side["history"]).read_text())
+    hist = json.loads((store.model_dir("fit") / side["history"]).read_text())
     loss = [r["loss"] for r in hist]
     assert len(loss) == 12
     assert loss[-1] < 0.5 * loss[0]  # clearly falling
@@ -60,13 +60,13 @@ def test_tiny_unet_learns_and_exports_member(store):
     best = max(hist, key=lambda r: r["val_mean_iou"])
     assert side["best_epoch"] == best["epoch"]
     assert side["val_mean_iou"] == pytest.approx(best["val_mean_iou"])
-    model, meta = load_model(store.models_dir("fit") / "member_0.keras")
+    model, meta = load_model(store.model_dir("fit") / "member_0.keras")
     assert meta["patch_size"] == P and meta["classes"] == list(store.classes)
     assert meta["split"]["train_images"] == ["a", "b"] and "p" in meta["split"]["held_out_images"]
     assert meta["training"]["mixed_precision"] == "float32"  # auto → float32 on CPU
     # its predictions on the validation tiles reproduce the recorded best accuracy
-    from semscale.data import TileSplit, load_tiles
-    from semscale.train import evaluate_tiles
+    from semscale.training.fit import evaluate_tiles
+    from semscale.training.sampler import TileSplit, load_tiles
 
     split = TileSplit.from_dict(meta["split"])
     x, y = load_tiles(store, split.val_tiles(), label_source="target", patch_size=P)
@@ -77,7 +77,7 @@ def test_tiny_unet_learns_and_exports_member(store):
 def test_resume_continues_from_checkpoint(store):
     import keras
 
-    from semscale.train import member_paths, train_model
+    from semscale.training.fit import member_paths, train_model
 
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -128,7 +128,7 @@ def test_resume_continues_from_checkpoint(store):
 
 
 def test_bad_settings_raise(store):
-    from semscale.train import train_model
+    from semscale.training.fit import train_model
 
     with pytest.raises(ConfigError, match="multiple of 4"):
         train_model(store, **{**TINY, "patch_size": 30})
@@ -139,8 +139,8 @@ def test_bad_settings_raise(store):
 def test_ensemble_members_are_dask_tasks_on_two_workers(store):
     from distributed import Client, LocalCluster
 
-    from semscale.model import load_model
-    from semscale.train import format_models, list_models, train_ensemble
+    from semscale.training.fit import format_models, list_models, train_ensemble
+    from semscale.training.unet import load_model
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                       host="127.0.0.1") as cluster, Client(cluster) as client:
@@ -154,7 +154,7 @@ def test_ensemble_members_are_dask_tasks_on_two_workers(store):
     assert procs == {str(p) for p in worker_pids}  # one member per worker process, not here
     weights = []
     for k in range(2):
-        model, meta = load_model(store.models_dir("ens") / f"member_{k}.keras")
+        model, meta = load_model(store.model_dir("ens") / f"member_{k}.keras")
         assert meta["member"] == k
         weights.append(model.get_weights()[0])
     assert not np.array_equal(*weights)  # different seeds → different members

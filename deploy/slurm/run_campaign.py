@@ -14,8 +14,8 @@ import argparse
 from dask.distributed import Client
 from dask_jobqueue import SLURMCluster
 
-from semscale.campaign import run_campaign
 from semscale.config import load_config
+from semscale.pipeline import run_campaign
 
 
 def main() -> None:

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from semscale.config import CampaignConfig
-from semscale.errors import ModelError, StoreError
+from semscale.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STAGES", "label", "model_member_paths", "predict", "run_campaign", "train", "write_demo_campaign"]
+__all__ = ["STAGES", "label", "predict", "run_campaign", "train", "write_demo_campaign"]
 
 STAGES = ("ingest", "label", "train", "predict", "evaluate", "stats")
 
@@ -45,7 +45,7 @@ def train(config: CampaignConfig, store: Any, *, client: Any = None, ensemble: i
           epochs: int | None = None, steps_per_epoch: int | None = None,
           fresh: bool = False) -> list[dict[str, Any]]:
     """Train the config's model (``training``; ``ensemble`` members) on its ``role: train`` images."""
-    from semscale.train import train_ensemble
+    from semscale.training.fit import train_ensemble
 
     tc = config.training
     ids = [e.id for e in config.images if e.role == "train" and store.has_labels(e.id, tc.label_source)]
@@ -66,27 +66,14 @@ def train(config: CampaignConfig, store: Any, *, client: Any = None, ensemble: i
     )
 
 
-def model_member_paths(store: Any, name: str) -> list[Path]:
-    """The exported ``member_k.keras`` files of model ``name`` in ``store`` (sorted by k)."""
-    folder = store.path / "models" / name
-    paths = sorted(folder.glob("member_*.keras"), key=lambda p: int(p.stem.split("_")[-1]))
-    if not paths:
-        known = ", ".join(store.model_names()) or "none"
-        raise ModelError(
-            f"Expected trained members of model `{name}` in {folder}. Got none (models: {known}); run "
-            "`semscale train CONFIG` first."
-        )
-    return paths
-
-
 def predict(config: CampaignConfig, store: Any, *, image_ids: Sequence[str] | None = None, client: Any = None,
             overwrite: bool = False, **overrides: Any) -> list[dict[str, Any]]:
     """Segment the campaign's images with its model (``inference`` section; ``overrides`` win)."""
-    from semscale.infer import predict_to_store
+    from semscale.inference import predict_to_store
 
     ic = config.inference
     name = overrides.pop("model", None) or config.model_name
-    paths = model_member_paths(store, name)
+    paths = store.model_members(name)
     settings = {"mode": ic.mode, "stride": ic.stride, "patch_size": ic.patch_size, "tta": ic.tta,
                 "write_probabilities": ic.probabilities}
     settings.update({k: v for k, v in overrides.items() if v is not None})
@@ -97,7 +84,7 @@ def predict(config: CampaignConfig, store: Any, *, image_ids: Sequence[str] | No
 
 def evaluate(config: CampaignConfig, store: Any) -> dict[str, Any]:
     """Score targets and predictions against ground truth (and predictions against targets) where present."""
-    from semscale.metrics import evaluate_store
+    from semscale.analysis.metrics import evaluate_store
 
     out: dict[str, Any] = {}
     name = config.model_name
@@ -116,7 +103,7 @@ def _maybe_client(config: CampaignConfig, client: Any, cluster_kwargs: dict[str,
     if client is not None:
         yield client
         return
-    from semscale.cluster import get_client
+    from semscale.runtime.cluster import get_client
 
     c = config.cluster
     kwargs = {"address": c.address, "n_workers": c.n_workers, "threads_per_worker": c.threads_per_worker,
@@ -137,7 +124,7 @@ def run_campaign(
     ensemble: int | None = None,
 ) -> dict[str, Any]:
     """Run ``stages`` of the campaign in pipeline order; returns a summary of each stage."""
-    from semscale.ingest import ingest_campaign
+    from semscale.io.ingest import ingest_campaign
 
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -160,7 +147,7 @@ def run_campaign(
     if "evaluate" in stages:
         summary["evaluate"] = evaluate(config, store)
     if "stats" in stages and config.model_name in store.prediction_models():
-        from semscale.stats import campaign_stats, write_stats
+        from semscale.analysis.stats import campaign_stats, write_stats
 
         ds = campaign_stats(store, model=config.model_name)
         summary["stats"] = write_stats(store, ds)

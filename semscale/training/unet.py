@@ -146,7 +146,7 @@ def unet_filters(model: Any) -> tuple[tuple[int, ...], tuple[float, ...]]:
     if "bottom_conv1" not in names:
         raise ModelError(
             f"Expected a semscale U-Net (layers enc*_conv1, bottom_conv1) for `model`. Got `{model.name}` "
-            "with other layer names; build it with semscale.model.build_unet."
+            "with other layer names; build it with semscale.training.unet.build_unet."
         )
     filters.append(int(names["bottom_conv1"].filters))
     rates.append(float(names["bottom_dropout"].rate))
@@ -292,7 +292,7 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     if not side.is_file():
         raise ModelError(
             f"Expected the sidecar {side.name} next to model {path}. Got none; save models with "
-            "semscale.model.save_model."
+            "semscale.training.unet.save_model."
         )
     try:
         meta = json.loads(side.read_text())

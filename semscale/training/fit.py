@@ -1,12 +1,12 @@
 """U-Net training streamed from the store, with checkpoints, resume and deep ensembles on Dask.
 
-:func:`train_model` trains one ensemble member: windows come from :class:`semscale.data.PatchDataset`
+:func:`train_model` trains one ensemble member: windows come from :class:`semscale.training.sampler.PatchDataset`
 (augmented on the fly, never overlapping a test tile), the loss is sparse categorical cross-entropy that
 ignores label 255, the optimiser Adam. After every epoch a callback scores the held-out tiles (accuracy,
-mean IoU and per-class IoU from one confusion matrix, :mod:`semscale.metrics`), logs one line, saves the
+mean IoU and per-class IoU from one confusion matrix, :mod:`semscale.analysis.metrics`), logs one line, saves the
 last checkpoint (model + optimiser state), the best weights (by ``monitor``) and the history JSON, so an
 interrupted run resumes where it stopped. The best weights are finally exported as a float32 model with
-:func:`semscale.model.save_model`, with a sidecar holding the split, the settings and the metrics.
+:func:`semscale.training.unet.save_model`, with a sidecar holding the split, the settings and the metrics.
 
 Files of member ``k`` of model ``<name>`` inside the store::
 
@@ -36,9 +36,15 @@ import numpy as np
 
 from semscale import IGNORE_LABEL
 from semscale._version import __version__
-from semscale.data import PAPER_TEST_FRACTION, Augment, TileSplit, load_tiles, make_split
 from semscale.errors import ConfigError, ModelError
-from semscale.model import DEFAULT_DROPOUT, DEFAULT_FILTERS
+from semscale.training.sampler import (
+    PAPER_TEST_FRACTION,
+    Augment,
+    TileSplit,
+    load_tiles,
+    make_split,
+)
+from semscale.training.unet import DEFAULT_DROPOUT, DEFAULT_FILTERS
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +58,9 @@ MONITORS = {"val_mean_iou": "max", "val_accuracy": "max", "loss": "min"}
 # --- helpers -------------------------------------------------------------------------------------------
 def member_paths(store: Any, name: str, member: int) -> dict[str, Path]:
     """Where member ``member`` of model ``name`` and its training files live in the store."""
-    d = store.models_dir(name)
-    return {
-        "model": d / f"member_{member}.keras",
-        "sidecar": d / f"member_{member}.json",
-        "history": d / "history" / f"member_{member}.json",
-        "last": d / "checkpoints" / f"member_{member}_last.keras",
-        "best": d / "checkpoints" / f"member_{member}_best.weights.h5",
-        "state": d / "checkpoints" / f"member_{member}_state.json",
-    }
+    store.model_dir(name, create=True)
+    return {kind: store.member_file(name, member, kind)
+            for kind in ("model", "sidecar", "history", "last", "best", "state")}
 
 
 def _as_store(store: Any) -> Any:
@@ -142,7 +142,7 @@ def _build(filters: Sequence[int], dropout: Sequence[float], n_classes: int, see
            policy: str) -> Any:
     import keras
 
-    from semscale.model import build_unet
+    from semscale.training.unet import build_unet
 
     old = keras.config.dtype_policy().name
     keras.config.set_dtype_policy(policy)
@@ -157,7 +157,7 @@ def evaluate_tiles(model: Any, x: np.ndarray, y: np.ndarray, *, classes: Sequenc
     """Accuracy, mean IoU and per-class IoU of ``model`` on tiles ``x`` (N, P, P, 1) vs labels ``y``."""
     import keras
 
-    from semscale.metrics import confusion_matrix, scores_from_confusion
+    from semscale.analysis.metrics import confusion_matrix, scores_from_confusion
 
     k = len(classes)
     cm = np.zeros((k, k), np.int64)
@@ -296,7 +296,7 @@ def train_model(
         store, image_ids=image_ids, label_source=label_source, patch_size=patch_size, kind=split,
         test_fraction=test_tiles_fraction, n_test_tiles=n_test_tiles, seed=seed,
     )
-    from semscale.data import PatchDataset
+    from semscale.training.sampler import PatchDataset
 
     dataset = PatchDataset(
         store, tile_split, label_source=label_source, batch_size=batch_size,
@@ -389,7 +389,7 @@ def train_model(
     final.load_weights(paths["best"] if paths["best"].is_file() else paths["last"])
     best_row = next((r for r in history if best and r["epoch"] == best["epoch"]), history[-1])
     metrics = {k: v for k, v in best_row.items() if k.startswith("val_") or k == "loss"}
-    from semscale.model import save_model
+    from semscale.training.unet import save_model
 
     sidecar = {
         "name": name,
@@ -462,7 +462,7 @@ def train_ensemble(
     if members < 1:
         raise ConfigError(f"Expected an integer >= 1 for `members`. Got {members}.")
     store = _as_store(store)
-    store.models_dir(name)  # create the group once, before tasks write into it
+    store.model_dir(name, create=True)  # create the group once, before tasks write into it
     _write_models_attrs(store, name, members=members, settings=train_kwargs)
     ids = list(range(first_member, first_member + members))
     if client is None:
@@ -478,7 +478,7 @@ def train_ensemble(
     log.info("submitted %d ensemble members of %s to %s", members, name, client)
     from distributed import as_completed
 
-    from semscale._progress import progress
+    from semscale.runtime.progress import progress
 
     results: dict[int, dict[str, Any]] = {}
     for fut in progress(as_completed(futures), total=len(futures), description=f"training {name}"):
@@ -515,7 +515,7 @@ def list_models(store: Any) -> list[dict[str, Any]]:
     checkpoint but no exported model yet) and ``members`` (one dict each: ``member``, ``path``,
     ``val_accuracy``, ``val_mean_iou``, ``best_epoch``, ``epochs_trained``, ``seed``).
     """
-    from semscale.model import read_sidecar
+    from semscale.training.unet import read_sidecar
 
     if isinstance(store, str | os.PathLike):
         from semscale.store import open_store

@@ -22,7 +22,7 @@ members (ddof=0) of the probability of the predicted class (argmax of the mean),
 rotations of every window or tile.
 
 Models travel to tasks as :class:`ModelRef` (path + sha256) and load once per worker process
-(:func:`semscale.model.get_cached_model`).
+(:func:`semscale.training.unet.get_cached_model`).
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ __all__ = [
     "input_extent",
     "make_geometry",
     "norm_for_array",
-    "open_predictions",
     "predict",
     "predict_outputs",
     "predict_region",
@@ -465,7 +464,7 @@ def _keras_fn(model: Any) -> PredictFn:
 
 def _resolve_fn(member: ModelRef | PredictFn) -> PredictFn:
     if isinstance(member, ModelRef):
-        from semscale.model import get_cached_model
+        from semscale.training.unet import get_cached_model
 
         model, _ = get_cached_model(member.path, expected_hash=member.sha256)
         return _keras_fn(model)
@@ -476,7 +475,7 @@ def _resolve_models(
     models: Sequence[str | Path | ModelRef | PredictFn],
 ) -> tuple[list[ModelRef | PredictFn], dict[str, Any]]:
     """Model refs for tasks plus shared facts (n_classes, classes, multiple, halo_px, patch_size)."""
-    from semscale.model import content_hash, read_sidecar
+    from semscale.training.unet import content_hash, read_sidecar
 
     if isinstance(models, (str, Path, ModelRef)) or callable(models):
         models = [models]  # type: ignore[list-item]
@@ -532,8 +531,8 @@ def _outputs_for_region(
     with_labels: bool = False,
 ) -> Any:
     """:func:`predict_region` on raw input, normalised here; numpy results (host copies of cupy ones)."""
-    from semscale.cluster import array_module
-    from semscale.norm import apply_norm
+    from semscale.kernels.norm import apply_norm
+    from semscale.runtime.cluster import array_module
 
     x = apply_norm(raw, dict(norm)) if norm is not None else np.asarray(raw, dtype=np.float32)
     xp = array_module()
@@ -650,7 +649,7 @@ def predict(image: Any, **options: Any) -> Any:
 # --- single in-memory image ------------------------------------------------------------------------
 def norm_for_array(image: np.ndarray) -> dict[str, Any]:
     """Per-image normalisation of a raw array (percentiles 0.5 / 99.5), as stored at ingest."""
-    from semscale.norm import DEFAULT_PERCENTILES, histogram, norm_from_histogram
+    from semscale.kernels.norm import DEFAULT_PERCENTILES, histogram, norm_from_histogram
 
     image = np.asarray(image)
     if np.issubdtype(image.dtype, np.integer) and image.min() >= 0 and image.max() < 2**16:
@@ -681,7 +680,7 @@ def segment_array(
     import dask
     import dask.array as da
 
-    from semscale._progress import dask_progress
+    from semscale.runtime.progress import dask_progress
 
     image = np.asarray(image)
     if image.ndim != 2:
@@ -898,7 +897,7 @@ LOCAL_THREADS = 2
 def _run_blocks(
     blocks: list[tuple[int, int]], job: _BlockJob, *, client: Any, retries: int, description: str
 ) -> list[dict[str, Any]]:
-    from semscale._progress import progress
+    from semscale.runtime.progress import progress
 
     if client is None:
         try:
@@ -923,20 +922,3 @@ def _run_blocks(
     for fut in progress(as_completed(futures), total=len(futures), description=description):
         results.append(fut.result())
     return results
-
-
-def open_predictions(store: Any, model_name: str, image_id: str) -> dict[str, Any]:
-    """Written outputs of :func:`predict_to_store` as dask arrays (``labels``, ``confidence``, ...)."""
-    import dask.array as da
-
-    g = store.prediction_group(model_name, image_id)
-    if not g.attrs.get("semscale", {}).get("complete"):
-        raise StoreError(
-            f"Expected complete predictions {model_name}/{image_id} in {store.path}. Got an unfinished run; "
-            "rerun `semscale predict` to finish it."
-        )
-    out = {"labels": da.from_zarr(g["labels/0"])}
-    for name in ("confidence", "uncertainty", "probabilities"):
-        if name in g:
-            out[name] = da.from_zarr(g[name])
-    return out

@@ -643,7 +643,7 @@ def add_to_store(store: Any, image_id: str, sim: SynthImage, *, chunks: int = 10
     full histogram, pyramid), ``labels/truth`` and, if simulated, the EDS maps (attrs record the simulated
     misregistration). ``image_attrs`` (e.g. ``role``, ``sample``) go to the image's attrs with its
     ``oxidation_min``."""
-    from semscale.norm import histogram, norm_from_histogram
+    from semscale.kernels.norm import histogram, norm_from_histogram
 
     arr = store.create_image(image_id, shape=sim.sem.shape, dtype=sim.sem.dtype, chunks=chunks)
     arr[:] = sim.sem

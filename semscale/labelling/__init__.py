@@ -1326,7 +1326,7 @@ def label_store(
 
     import dask
 
-    from semscale._progress import progress
+    from semscale.runtime.progress import progress
 
     t0 = time.perf_counter()
     classes = list(store.classes)

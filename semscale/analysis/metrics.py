@@ -294,21 +294,6 @@ def format_confusion(result: dict[str, Any], *, title: str | None = None) -> str
 
 
 # --- store level ---------------------------------------------------------------------------------------
-def _resolve(store: Any, image_id: str, source: str | tuple[str, str]) -> tuple[Any, Any, str]:
-    """(dask labels, zarr group that holds them, description) for a label source."""
-
-    if isinstance(source, str):
-        source = ("labels", source)
-    kind, name = source
-    if kind == "labels":
-        arr = store.labels(image_id, name)
-        return arr, store.root[f"images/{image_id}/labels/{name}"], f"labels/{name}"
-    if kind == "predictions":
-        arr = store.prediction_labels(name, image_id)
-        return arr, store.prediction_group(name, image_id), f"predictions/{name}"
-    raise StoreError(f"Expected 'labels' or 'predictions' as label source kind. Got {kind!r}.")
-
-
 def evaluate(
     store: Any,
     image_id: str,
@@ -325,7 +310,7 @@ def evaluate(
     (``"truth"`` or ``"target"``). With ``write``, the result is stored in the scored group's
     ``attrs["semscale"]["metrics"][ref]``; with ``json_path`` also written there as JSON.
     """
-    pred_arr, group, desc = _resolve(store, image_id, pred)
+    pred_arr, desc = store.label_source(image_id, pred)
     ref_arr = store.labels(image_id, ref)
     if tuple(ref_arr.shape) != tuple(pred_arr.shape):
         raise StoreError(
@@ -334,12 +319,8 @@ def evaluate(
         )
     result = score(ref_arr, pred_arr, classes=store.classes, boundary_px=boundary_px)
     result.update(image_id=image_id, pred=desc, ref=f"labels/{ref}")
-    if write and store.root.read_only is False:
-        meta = dict(group.attrs.get("semscale", {}))
-        metrics = dict(meta.get("metrics", {}))
-        metrics[ref] = result
-        meta["metrics"] = metrics
-        group.attrs["semscale"] = meta
+    if write:
+        store.record_metrics(image_id, pred, ref=ref, result=result)
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=1))
@@ -361,13 +342,13 @@ def evaluate_store(
 
     Images lacking either source are skipped (logged); ``total`` pools the confusion matrices.
     """
-    from semscale._progress import progress
+    from semscale.runtime.progress import progress
 
     ids = list(image_ids) if image_ids is not None else store.image_ids()
     usable = []
     for image_id in ids:
         try:
-            _resolve(store, image_id, pred)
+            store.label_source(image_id, pred)
             store.labels(image_id, ref)
         except StoreError as err:
             log.info("skipping %s: %s", image_id, err)

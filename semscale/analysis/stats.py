@@ -40,7 +40,7 @@ def campaign_stats(store: Any, *, model: str) -> Any:
 
     classes = list(store.classes)
     K = len(classes)
-    ids = [i for i in store.image_ids() if f"predictions/{model}/{i}" in store.root]
+    ids = [i for i in store.image_ids() if store.has_predictions(model, i, complete=False)]
     sources = {"model": lambda i: store.prediction_labels(model, i),
                "target": lambda i: store.labels(i, "target") if store.has_labels(i, "target") else None,
                "truth": lambda i: store.labels(i, "truth") if store.has_labels(i, "truth") else None}
@@ -112,11 +112,10 @@ def plot_fractions(ds: Any, path: str | Path) -> Path:
 
 def write_stats(store: Any, ds: Any) -> dict[str, str]:
     """Write ``ds`` into the store (``stats/``, Zarr via xarray) and CSV + PNG into ``report/``."""
-    ds.to_zarr(str(store.path), group="stats", mode="w", zarr_format=3, consolidated=False)
-    report = store.path / "report"
-    store.root.require_group("report")
+    ds.to_zarr(str(store.path), group=store.stats_group, mode="w", zarr_format=3, consolidated=False)
+    report = store.report_dir()
     csv = report / "phase_fractions.csv"
     ds.to_dataframe().reset_index().to_csv(csv, index=False)
     png = plot_fractions(ds, report / "phase_fractions.png")
     log.info("stats: %s, %s", csv, png)
-    return {"zarr": str(store.path / "stats"), "csv": str(csv), "plot": str(png)}
+    return {"zarr": str(store.path / store.stats_group), "csv": str(csv), "plot": str(png)}

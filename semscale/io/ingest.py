@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from semscale import IGNORE_LABEL
-from semscale._progress import progress
 from semscale.errors import InputImageError
-from semscale.norm import histogram, norm_from_histogram
+from semscale.kernels.norm import histogram, norm_from_histogram
+from semscale.runtime.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -353,13 +353,14 @@ def ingest_image(store: Any, entry: Any, *, chunk_size: int = 1024, force: bool 
     else:
         report["sem"] = "changed" if have else "ingested"
         if have:
-            _drop_predictions(store, entry.id)
+            for model in store.drop_predictions(entry.id):
+                log.warning("%s changed: dropped its stale predictions from model %s", entry.id, model)
         _write_sem(store, entry, chunk_size=chunk_size, sha=sem_sha, meta=meta)
 
     if entry.eds:
         shas = {el: file_sha256(p) for el, p in entry.eds.items()}
         elements = store.eds_elements(entry.id)
-        old_eds = store.root[f"eds/{entry.id}"].attrs.get("semscale", {}) if elements else {}
+        old_eds = store.eds_attrs(entry.id) if elements else {}
         if elements and not force and old_eds.get("sha256") == shas and \
                 old_eds.get("sem_shape") == list(store.sem_array(entry.id).shape):
             report["eds"] = "unchanged"
@@ -368,7 +369,7 @@ def ingest_image(store: Any, entry: Any, *, chunk_size: int = 1024, force: bool 
             factor = _write_eds(store, entry, shas)
             if elements and store.has_labels(entry.id, "target") and \
                     store.label_attrs(entry.id, "target").get("origin") != "file":
-                _drop_labels(store, entry.id, "target")  # derived from the old EDS maps
+                store.drop_labels(entry.id, "target")  # derived from the old EDS maps
             log.info("%s: EDS %s at 1/%d resolution", entry.id, ", ".join(sorted(entry.eds)), factor)
 
     for name in ("target", "truth"):
@@ -382,22 +383,6 @@ def ingest_image(store: Any, entry: Any, *, chunk_size: int = 1024, force: bool 
         report[name] = "changed" if store.has_labels(entry.id, name) else "ingested"
         _write_label_file(store, entry.id, name, Path(path), sha)
     return report
-
-
-def _drop_labels(store: Any, image_id: str, name: str) -> None:
-    labels = store.image_group(image_id)["labels"]
-    del labels[name]
-    ome = dict(labels.attrs.get("ome", {}))
-    ome["labels"] = [n for n in ome.get("labels", []) if n != name]
-    labels.attrs["ome"] = ome
-
-
-def _drop_predictions(store: Any, image_id: str) -> None:
-    for model in store.prediction_models():
-        group = store.root[f"predictions/{model}"]
-        if image_id in group:
-            log.warning("%s changed: dropping its stale predictions from model %s", image_id, model)
-            del group[image_id]
 
 
 def ingest_campaign(config: Any, *, force: bool = False, image_ids: Sequence[str] | None = None) -> Any:

@@ -10,7 +10,7 @@
 * **Sampling** (:class:`PatchDataset`): a ``keras.utils.PyDataset`` (backend-agnostic; thread or process
   workers prefetch batches while the model trains) that slices P×P windows straight out of the Zarr arrays
   of the SEM image and a label image (``labels/target`` by default), normalises them with the image's stored
-  normalisation (:func:`semscale.norm.apply_norm`, exactly as inference does) and augments them on the fly.
+  normalisation (:func:`semscale.kernels.norm.apply_norm`, exactly as inference does) and augments them on the fly.
   Positions and augmentations depend only on ``(seed, epoch, batch index, slot)``, so a run is reproducible
   for a seed whatever the number of workers, and every epoch draws new windows.
 * **Rare phases:** a share of windows (``rare_fraction``) is centred on a pixel of a rare class (a class
@@ -40,7 +40,7 @@ import numpy as np
 
 from semscale import IGNORE_LABEL
 from semscale.errors import ConfigError, StoreError
-from semscale.norm import apply_norm
+from semscale.kernels.norm import apply_norm
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,6 @@ __all__ = [
     "TileSplit",
     "augment_pair",
     "dihedral",
-    "label_array",
     "load_tiles",
     "make_split",
     "read_window",
@@ -190,17 +189,6 @@ def window_overlaps_tiles(mask: np.ndarray, y: int, x: int, patch_size: int) -> 
     return bool(mask[ty0 : ty1 + 1, tx0 : tx1 + 1].any())
 
 
-def label_array(store: Any, image_id: str, name: str, level: int = 0) -> Any:
-    """The Zarr array of label image ``name`` of ``image_id`` (raises StoreError if missing/incomplete)."""
-    if not store.has_labels(image_id, name):
-        raise StoreError(
-            f"Expected labels `{name}` for image `{image_id}` in {store.path}. Got none "
-            f"(present: {', '.join(store.label_names(image_id)) or 'none'}). "
-            "Run `semscale label CONFIG` (or choose another `label_source`)."
-        )
-    return store.root[f"images/{image_id}/labels/{name}/{level}"]
-
-
 def training_image_ids(store: Any, *, label_source: str = "target") -> tuple[list[str], list[str]]:
     """Split the store's complete images by role: ``(train, held_out)``.
 
@@ -251,7 +239,7 @@ def make_split(
             f"{store.path}. Got none. Set `role: train` on some images and run `semscale label CONFIG`."
         )
     for i in train:
-        label_array(store, i, label_source)  # raises a clear error when missing
+        store.label_array(i, label_source)  # raises a clear error when missing
     val_images: list[str] = []
     if kind == "images":
         val_images = [i for i in held if store.image_attrs(i).get("role") == "test"
@@ -385,7 +373,7 @@ def load_tiles(
     y = np.empty((len(tiles), p, p), np.uint8)
     for n, (i, y0, x0) in enumerate(tiles):
         x[n, ..., 0] = apply_norm(read_window(store.sem_array(i), y0, x0, p), store.norm(i))
-        y[n] = read_window(label_array(store, i, label_source), y0, x0, p, fill=IGNORE_LABEL)
+        y[n] = read_window(store.label_array(i, label_source), y0, x0, p, fill=IGNORE_LABEL)
     return x, y
 
 
@@ -472,7 +460,7 @@ class _PatchSampler:
     default: Zarr decompression releases the GIL). ``in_memory=True`` reads each image (and its labels)
     whole into memory on first use instead of slicing windows out of Zarr (small campaigns); otherwise
     decoded chunks are kept in an LRU cache of ``cache_mb`` MiB (0: none) shared by the worker threads. Keras is imported only when the class is first used
-    (``semscale.data.PatchDataset`` is built on first access).
+    (``semscale.training.sampler.PatchDataset`` is built on first access).
     """
 
     def __init__(
@@ -570,7 +558,7 @@ class _PatchSampler:
                 if image_id not in self._memory:
                     self._memory[image_id] = (
                         np.asarray(self.store.sem_array(image_id)[...]),
-                        np.asarray(label_array(self.store, image_id, self.label_source)[...]),
+                        np.asarray(self.store.label_array(image_id, self.label_source)[...]),
                     )
                 return self._memory[image_id]
         cache = getattr(self._local, "arrays", None)
@@ -578,7 +566,7 @@ class _PatchSampler:
             cache = self._local.arrays = {}
         if image_id not in cache:
             sem = self.store.sem_array(image_id)
-            lab = label_array(self.store, image_id, self.label_source)
+            lab = self.store.label_array(image_id, self.label_source)
             if self._cache is not None:
                 sem = CachedArray(sem, self._cache, f"{image_id}/sem")
                 lab = CachedArray(lab, self._cache, f"{image_id}/labels")
@@ -598,7 +586,7 @@ class _PatchSampler:
             n_levels = sum(1 for k in attrs_levels.array_keys() if k.isdigit())
             level = max(0, min(n_levels - 1, int(math.log2(max(p // 16, 1)))))
             f = 2**level
-            lab = np.asarray(label_array(self.store, src.image_id, self.label_source, level)[...])
+            lab = np.asarray(self.store.label_array(src.image_id, self.label_source, level)[...])
             yy, xx = np.nonzero(lab != IGNORE_LABEL)
             ys, xs = yy * f, xx * f  # nearest pyramid: coarse pixel (i, j) = level-0 pixel (i*f, j*f)
             grid_y, grid_x = ys // p, xs // p
@@ -690,7 +678,7 @@ class _PatchSampler:
         p, r = self.patch_size, self.ignore_boundary_px
         if r <= 0:
             return read_window(lab, y0, x0, p, fill=IGNORE_LABEL)
-        from semscale.metrics import boundary_mask
+        from semscale.analysis.metrics import boundary_mask
 
         m = math.ceil(r)  # margin, so boundaries just outside the window count too
         big = read_window(lab, y0 - m, x0 - m, p + 2 * m, fill=IGNORE_LABEL)
@@ -716,7 +704,7 @@ class _PatchSampler:
 
 def __getattr__(name: str) -> Any:
     # PatchDataset subclasses keras.utils.PyDataset; build it on first access so importing
-    # semscale.data does not import Keras/TensorFlow.
+    # semscale.training.sampler does not import Keras/TensorFlow.
     if name == "PatchDataset":
         import keras
 

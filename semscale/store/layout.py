@@ -30,104 +30,21 @@ import zarr
 
 from semscale import CLASSES, IGNORE_LABEL
 from semscale._version import __version__
-from semscale.errors import StoreError
+from semscale.errors import ModelError, StoreError
+from semscale.store import paths
+from semscale.store.ngff import (
+    DEFAULT_CHUNK,
+    NGFF_VERSION,
+    _write_pyramid,
+    compressor,
+    label_pyramid,
+    multiscales_metadata,
+    write_dask,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "DEFAULT_CHUNK",
-    "NGFF_VERSION",
-    "PHASE_COLORS",
-    "CampaignStore",
-    "compressor",
-    "create_store",
-    "label_group_metadata",
-    "label_metadata",
-    "label_pyramid",
-    "multiscales_metadata",
-    "open_store",
-    "write_dask",
-]
-
-NGFF_VERSION = "0.5"
-DEFAULT_CHUNK = 1024
-PYRAMID_MIN_SIZE = 512
-"""Pyramid levels are added (each half the size) until the larger side is at most this many pixels."""
-MAX_PYRAMID_LEVELS = 5
-
-PHASE_COLORS: dict[str, tuple[int, int, int, int]] = {
-    "pore": (20, 20, 20, 255),
-    "NiO": (46, 139, 87, 255),
-    "Ni": (70, 130, 230, 255),
-    "YSZ": (240, 200, 60, 255),
-}
-_FALLBACK_COLORS = [(228, 26, 28, 255), (152, 78, 163, 255), (255, 127, 0, 255), (166, 86, 40, 255)]
-
-
-def compressor() -> Any:
-    """The fast lossless codec used for every array: Blosc zstd level 3 with bit-shuffle."""
-    return zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
-
-
-def _axes() -> list[dict[str, str]]:
-    return [
-        {"name": "y", "type": "space", "unit": "micrometer"},
-        {"name": "x", "type": "space", "unit": "micrometer"},
-    ]
-
-
-def multiscales_metadata(
-    name: str, pixel_size_um: float, n_levels: int, *, kind: str = "mean"
-) -> dict[str, Any]:
-    """NGFF 0.5 ``multiscales`` entry for a 2-D y/x pyramid with factor-2 levels ``0..n_levels-1``."""
-    return {
-        "name": name,
-        "axes": _axes(),
-        "datasets": [
-            {
-                "path": str(level),
-                "coordinateTransformations": [
-                    {"type": "scale", "scale": [pixel_size_um * 2**level] * 2},
-                ],
-            }
-            for level in range(n_levels)
-        ],
-        "type": kind,
-        "metadata": {"description": f"factor-2 pyramid ({kind} downsampling), written by semscale"},
-    }
-
-
-def label_metadata(classes: Sequence[str]) -> dict[str, Any]:
-    """NGFF ``image-label`` metadata: one colour and one class name per label value."""
-    colors = []
-    properties = []
-    for value, cls in enumerate(classes):
-        rgba = PHASE_COLORS.get(cls, _FALLBACK_COLORS[value % len(_FALLBACK_COLORS)])
-        colors.append({"label-value": value, "rgba": list(rgba)})
-        properties.append({"label-value": value, "class": cls})
-    colors.append({"label-value": IGNORE_LABEL, "rgba": [0, 0, 0, 0]})
-    properties.append({"label-value": IGNORE_LABEL, "class": "unlabelled"})
-    return {"colors": colors, "properties": properties, "source": {"image": "../../"}, "version": NGFF_VERSION}
-
-
-def _n_levels(shape: Sequence[int]) -> int:
-    n, size = 1, max(shape)
-    while size > PYRAMID_MIN_SIZE and n < MAX_PYRAMID_LEVELS:
-        size = math.ceil(size / 2)
-        n += 1
-    return n
-
-
-def _downsample(block: np.ndarray, *, kind: str) -> np.ndarray:
-    """Halve a 2-D block: 2×2 mean (rounded, raw dtype) for images, top-left sample for labels."""
-    if kind == "nearest":
-        return block[::2, ::2]
-    h, w = block.shape
-    hp, wp = h + (h % 2), w + (w % 2)
-    if (hp, wp) != (h, w):
-        block = np.pad(block, ((0, hp - h), (0, wp - w)), mode="edge")
-    m = block.reshape(hp // 2, 2, wp // 2, 2).astype(np.float32).mean(axis=(1, 3))
-    return np.rint(m).astype(block.dtype)
+__all__ = ["CampaignStore", "create_store", "open_store"]
 
 
 class CampaignStore:
@@ -160,19 +77,19 @@ class CampaignStore:
 
     # --- images ------------------------------------------------------------------------------------
     def image_ids(self, *, complete_only: bool = True) -> list[str]:
-        if "images" not in self.root:
+        if paths.IMAGES not in self.root:
             return []
-        ids = sorted(self.root["images"].group_keys())
+        ids = sorted(self.root[paths.IMAGES].group_keys())
         if complete_only:
             ids = [i for i in ids if self.image_attrs(i).get("complete")]
         return ids
 
     def has_image(self, image_id: str) -> bool:
-        return f"images/{image_id}" in self.root and bool(self.image_attrs(image_id).get("complete"))
+        return paths.image(image_id) in self.root and bool(self.image_attrs(image_id).get("complete"))
 
     def image_group(self, image_id: str) -> zarr.Group:
         try:
-            return self.root[f"images/{image_id}"]
+            return self.root[paths.image(image_id)]
         except KeyError:
             known = ", ".join(self.image_ids(complete_only=False)) or "none"
             raise StoreError(
@@ -206,7 +123,7 @@ class CampaignStore:
 
     def sem_normalised(self, image_id: str, level: int = 0) -> Any:
         """The SEM image mapped to network input (float32) with the image's stored normalisation."""
-        from semscale.norm import apply_norm
+        from semscale.kernels.norm import apply_norm
 
         norm = self.norm(image_id)
         return self.sem(image_id, level).map_blocks(
@@ -229,7 +146,7 @@ class CampaignStore:
         if isinstance(chunks, int):
             chunks = (chunks, chunks)
         chunks = (min(chunks[0], shape[0]), min(chunks[1], shape[1]))
-        images = self.root.require_group("images")
+        images = self.root.require_group(paths.IMAGES)
         if image_id in images:
             del images[image_id]
         g = images.create_group(image_id)
@@ -260,7 +177,7 @@ class CampaignStore:
         return [n for n in names if self._label_complete(image_id, n)]
 
     def _label_complete(self, image_id: str, name: str) -> bool:
-        key = f"images/{image_id}/labels/{name}"
+        key = paths.label(image_id, name)
         return key in self.root and bool(self.root[key].attrs.get("semscale", {}).get("complete"))
 
     def has_labels(self, image_id: str, name: str) -> bool:
@@ -275,13 +192,32 @@ class CampaignStore:
                 f"Expected labels `{name}` for image `{image_id}` in {self.path}. Got none "
                 f"(present: {', '.join(self.label_names(image_id)) or 'none'})."
             )
-        return da.from_zarr(self.root[f"images/{image_id}/labels/{name}/{level}"])
+        return da.from_zarr(self.label_array(image_id, name, level))
+
+    def label_array(self, image_id: str, name: str, level: int = 0) -> zarr.Array:
+        """The Zarr array of label image ``name`` (raises StoreError if missing or incomplete)."""
+        if not self.has_labels(image_id, name):
+            raise StoreError(
+                f"Expected labels `{name}` for image `{image_id}` in {self.path}. Got none "
+                f"(present: {', '.join(self.label_names(image_id)) or 'none'}). "
+                "Run `semscale label CONFIG` (or choose another label source)."
+            )
+        return self.root[paths.label_level(image_id, name, level)]
+
+    def drop_labels(self, image_id: str, name: str) -> None:
+        """Delete label image ``name`` of ``image_id`` and its entry in the NGFF labels list."""
+        labels = self.image_group(image_id)["labels"]
+        if name in labels:
+            del labels[name]
+        ome = dict(labels.attrs.get("ome", {}))
+        ome["labels"] = [n for n in ome.get("labels", []) if n != name]
+        labels.attrs["ome"] = ome
 
     def label_attrs(self, image_id: str, name: str) -> dict[str, Any]:
-        return dict(self.root[f"images/{image_id}/labels/{name}"].attrs.get("semscale", {}))
+        return dict(self.root[paths.label(image_id, name)].attrs.get("semscale", {}))
 
     def set_label_attrs(self, image_id: str, name: str, **values: Any) -> None:
-        g = self.root[f"images/{image_id}/labels/{name}"]
+        g = self.root[paths.label(image_id, name)]
         meta = dict(g.attrs.get("semscale", {}))
         meta.update(values)
         g.attrs["semscale"] = meta
@@ -310,7 +246,7 @@ class CampaignStore:
         )
 
     def finish_labels(self, image_id: str, name: str, **attrs: Any) -> None:
-        label_pyramid(self.root[f"images/{image_id}/labels/{name}"], name=name,
+        label_pyramid(self.root[paths.label(image_id, name)], name=name,
                       pixel_size_um=self.pixel_size_um, classes=self.classes)
         self.set_label_attrs(image_id, name, **attrs, complete=True)
 
@@ -331,7 +267,7 @@ class CampaignStore:
 
     # --- EDS ---------------------------------------------------------------------------------------
     def eds_elements(self, image_id: str) -> list[str]:
-        key = f"eds/{image_id}"
+        key = paths.eds(image_id)
         if key not in self.root:
             return []
         g = self.root[key]
@@ -343,19 +279,22 @@ class CampaignStore:
         """EDS maps of an image at native resolution, ``{element: dask array}`` (empty if none)."""
         import dask.array as da
 
-        return {el: da.from_zarr(self.root[f"eds/{image_id}/{el}"]) for el in self.eds_elements(image_id)}
+        return {el: da.from_zarr(self.root[f"{paths.eds(image_id)}/{el}"]) for el in self.eds_elements(image_id)}
+
+    def eds_attrs(self, image_id: str) -> dict[str, Any]:
+        return dict(self.root[paths.eds(image_id)].attrs.get("semscale", {}))
 
     def eds_factor(self, image_id: str) -> int:
-        g = self.root[f"eds/{image_id}"]
+        g = self.root[paths.eds(image_id)]
         return int(g.attrs["semscale"]["factor"])
 
     def eds_group(self, image_id: str, *, create: bool = False) -> zarr.Group:
         if create:
-            eds = self.root.require_group("eds")
+            eds = self.root.require_group(paths.EDS)
             if image_id in eds:
                 del eds[image_id]
             return eds.create_group(image_id)
-        return self.root[f"eds/{image_id}"]
+        return self.root[paths.eds(image_id)]
 
     def write_eds(
         self, image_id: str, maps: Mapping[str, np.ndarray], *, factor: int, chunks: int = 512,
@@ -371,19 +310,43 @@ class CampaignStore:
         return g
 
     # --- models and predictions ------------------------------------------------------------------
-    def models_dir(self, name: str | None = None) -> Path:
-        """Directory holding model files (``models/<name>``), created as a Zarr group so tools see it."""
-        g = self.root.require_group("models")
-        if name is None:
-            return self.path / "models"
-        g.require_group(name)
-        return self.path / "models" / name
+    def model_dir(self, name: str, *, create: bool = False) -> Path:
+        """Folder of model ``name`` (``models/<name>``); ``create`` makes it a Zarr group so tools see it."""
+        if create:
+            self.root.require_group(paths.model(name))
+        return self.path / paths.model(name)
+
+    def member_file(self, name: str, k: int, kind: str = "model") -> Path:
+        """File ``kind`` (``model``, ``sidecar``, ``history``, ``last``, ``best``, ``state``) of member ``k``."""
+        return self.path / paths.member_file(name, k, kind)
+
+    def model_members(self, name: str) -> list[Path]:
+        """The exported ``member_k.keras`` files of model ``name`` (sorted by k); raises if there are none."""
+        folder = self.model_dir(name)
+        found = sorted(folder.glob("member_*.keras"), key=lambda p: int(p.stem.split("_")[-1]))
+        if not found:
+            known = ", ".join(self.model_names()) or "none"
+            raise ModelError(
+                f"Expected trained members of model `{name}` in {folder}. Got none (models: {known}); run "
+                "`semscale train CONFIG` first."
+            )
+        return found
+
+    def set_model_attrs(self, name: str, **values: Any) -> None:
+        g = self.root.require_group(paths.model(name))
+        meta = dict(g.attrs.get("semscale", {}))
+        meta.update(values)
+        g.attrs["semscale"] = meta
+
+    def model_attrs(self, name: str) -> dict[str, Any]:
+        key = paths.model(name)
+        return dict(self.root[key].attrs.get("semscale", {})) if key in self.root else {}
 
     def model_names(self) -> list[str]:
-        return sorted(self.root["models"].group_keys()) if "models" in self.root else []
+        return sorted(self.root[paths.MODELS].group_keys()) if paths.MODELS in self.root else []
 
     def prediction_group(self, model: str, image_id: str, *, create: bool = False) -> zarr.Group:
-        key = f"predictions/{model}/{image_id}"
+        key = paths.prediction(model, image_id)
         if create:
             return self.root.require_group(key)
         if key not in self.root:
@@ -403,7 +366,91 @@ class CampaignStore:
         return da.from_zarr(g["labels"]["0"])
 
     def prediction_models(self) -> list[str]:
-        return sorted(self.root["predictions"].group_keys()) if "predictions" in self.root else []
+        return sorted(self.root[paths.PREDICTIONS].group_keys()) if paths.PREDICTIONS in self.root else []
+
+    def has_predictions(self, model: str, image_id: str, *, complete: bool = True) -> bool:
+        key = paths.prediction(model, image_id)
+        if key not in self.root:
+            return False
+        return not complete or bool(self.root[key].attrs.get("semscale", {}).get("complete"))
+
+    def predictions(self, model: str, image_id: str) -> dict[str, Any]:
+        """Complete prediction outputs as dask arrays (``labels``, ``confidence``, ``uncertainty``, ...)."""
+        import dask.array as da
+
+        g = self.prediction_group(model, image_id)
+        if not g.attrs.get("semscale", {}).get("complete"):
+            raise StoreError(
+                f"Expected complete predictions {model}/{image_id} in {self.path}. Got an unfinished run; "
+                "rerun `semscale predict` to finish it."
+            )
+        out = {"labels": da.from_zarr(g["labels/0"])}
+        for name in ("confidence", "uncertainty", "probabilities"):
+            if name in g:
+                out[name] = da.from_zarr(g[name])
+        return out
+
+    def drop_predictions(self, image_id: str) -> list[str]:
+        """Delete every model's predictions of ``image_id``; returns the models that had some."""
+        dropped = []
+        for model in self.prediction_models():
+            group = self.root[f"{paths.PREDICTIONS}/{model}"]
+            if image_id in group:
+                del group[image_id]
+                dropped.append(model)
+        return dropped
+
+    # --- label sources (target/truth labels or a model's predictions) -----------------------------
+    def _source_group(self, image_id: str, source: str | tuple[str, str]) -> tuple[zarr.Group, str]:
+        kind, name = ("labels", source) if isinstance(source, str) else source
+        if kind == "labels":
+            self.label_array(image_id, name)  # raises a clear error when missing
+            return self.root[paths.label(image_id, name)], f"labels/{name}"
+        if kind == "predictions":
+            return self.prediction_group(name, image_id), f"predictions/{name}"
+        raise StoreError(f"Expected 'labels' or 'predictions' as label source kind. Got {kind!r}.")
+
+    def label_source(self, image_id: str, source: str | tuple[str, str]) -> tuple[Any, str]:
+        """(uint8 dask labels, description) of ``name`` / ``("labels", name)`` / ``("predictions", model)``."""
+        kind, name = ("labels", source) if isinstance(source, str) else source
+        arr = self.prediction_labels(name, image_id) if kind == "predictions" else self.labels(image_id, name)
+        return arr, self._source_group(image_id, source)[1]
+
+    def record_metrics(self, image_id: str, source: str | tuple[str, str], *, ref: str,
+                       result: Mapping[str, Any]) -> None:
+        """Keep ``result`` in the scored group's ``attrs["semscale"]["metrics"][ref]`` (no-op read-only)."""
+        if self.root.read_only:
+            return
+        group = self._source_group(image_id, source)[0]
+        meta = dict(group.attrs.get("semscale", {}))
+        meta["metrics"] = {**dict(meta.get("metrics", {})), ref: dict(result)}
+        group.attrs["semscale"] = meta
+
+    # --- stats, report, scratch ---------------------------------------------------------------------
+    @property
+    def stats_group(self) -> str:
+        """The Zarr group (relative to the store) of the campaign statistics (an xarray Dataset)."""
+        return paths.STATS
+
+    def has_stats(self) -> bool:
+        return paths.STATS in self.root
+
+    def report_dir(self) -> Path:
+        """``report/`` (a Zarr group, so tools see it), created on first use."""
+        self.root.require_group(paths.REPORT)
+        return self.path / paths.REPORT
+
+    def scratch_group(self, stage: str, image_id: str, *, create: bool = False) -> zarr.Group | None:
+        """Intermediate results of ``stage`` for ``image_id`` (``scratch/<stage>/<id>``); None if absent."""
+        key = paths.scratch(stage, image_id)
+        if create:
+            return self.root.require_group(key)
+        return self.root[key] if key in self.root else None
+
+    def drop_scratch(self, stage: str, image_id: str) -> None:
+        key = paths.scratch(stage, image_id)
+        if key in self.root:
+            del self.root[key]
 
     # --- summary -----------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -412,11 +459,7 @@ class CampaignStore:
         for image_id in self.image_ids(complete_only=False):
             a = self.image_attrs(image_id)
             arr = self.sem_array(image_id)
-            preds = [
-                m for m in self.prediction_models()
-                if f"predictions/{m}/{image_id}" in self.root
-                and self.root[f"predictions/{m}/{image_id}"].attrs.get("semscale", {}).get("complete")
-            ]
+            preds = [m for m in self.prediction_models() if self.has_predictions(m, image_id)]
             images.append({
                 "id": image_id,
                 "shape": list(arr.shape),
@@ -436,60 +479,8 @@ class CampaignStore:
             **{k: v for k, v in self.meta.items() if k != "config"},
             "images": images,
             "models": self.model_names(),
-            "stats": "stats" in self.root,
+            "stats": self.has_stats(),
         }
-
-
-def write_dask(src: Any, target: zarr.Array) -> None:
-    """Compute dask array ``src`` into Zarr array ``target`` chunk-aligned (each task writes whole chunks)."""
-    import dask.array as da
-
-    src = src.rechunk(target.chunks) if src.chunksize != tuple(target.chunks) else src
-    da.store(src, target, lock=False, compute=True)
-
-
-def label_group_metadata(name: str, pixel_size_um: float, n_levels: int, classes: Sequence[str]) -> dict[str, Any]:
-    """The ``ome`` attrs of an NGFF label group: multiscales (nearest) and image-label colours."""
-    return {
-        "version": NGFF_VERSION,
-        "multiscales": [multiscales_metadata(name, pixel_size_um, n_levels, kind="nearest")],
-        "image-label": label_metadata(classes),
-    }
-
-
-def label_pyramid(group: zarr.Group, *, name: str, pixel_size_um: float, classes: Sequence[str]) -> int:
-    """Write the factor-2 pyramid (nearest) of a label group from its level ``0`` and its NGFF label
-    metadata (:func:`label_group_metadata`); returns the level count."""
-    n = _write_pyramid(group, kind="nearest")
-    group.attrs["ome"] = label_group_metadata(name, pixel_size_um, n, classes)
-    return n
-
-
-def _write_pyramid(group: zarr.Group, *, kind: str) -> int:
-    """Write levels 1.. of ``group`` from level 0; return the level count.
-
-    Works one output chunk at a time (reading the 2×2 chunks of the level above it), so memory is a few
-    chunks whatever the image size.
-    """
-    level0 = group["0"]
-    n = _n_levels(level0.shape)
-    for name in [k for k in group.array_keys() if k != "0"]:
-        del group[name]
-    prev = level0
-    for level in range(1, n):
-        shape = tuple(math.ceil(s / 2) for s in prev.shape)
-        arr = group.create_array(
-            str(level), shape=shape, chunks=tuple(min(c, s) for c, s in zip(level0.chunks, shape)),
-            dtype=level0.dtype, compressors=compressor(), fill_value=level0.fill_value,
-            dimension_names=("y", "x"),
-        )
-        cy, cx = arr.chunks
-        for y in range(0, shape[0], cy):
-            for x in range(0, shape[1], cx):
-                block = prev[2 * y:2 * (y + cy), 2 * x:2 * (x + cx)]
-                arr[y:y + cy, x:x + cx] = _downsample(np.asarray(block), kind=kind)
-        prev = arr
-    return n
 
 
 def create_store(
