@@ -250,7 +250,7 @@ def test_predict_to_store_writes_resumes_and_is_bit_identical(tmp_path, client, 
     import semscale.store
     from semscale.inference import predict_to_store
 
-    monkeypatch.setattr(semscale.store, "PYRAMID_MIN_SIZE", 64)  # a pyramid even for this small image
+    monkeypatch.setattr(semscale.store.ngff, "PYRAMID_MIN_SIZE", 64)  # a pyramid even for this small image
 
     store, img = _make_store(tmp_path)
     kw = {"model_paths": tiny_ensemble_paths, "model_name": "ens", "mode": "average", "stride": 16,
