@@ -12,9 +12,10 @@ import tifffile
 import yaml
 import zarr
 
-from semscale.config import load_config
+from semscale.config import IngestConfig, load_config
 from semscale.errors import InputImageError
-from semscale.io.ingest import infer_eds_factor, ingest_campaign, iter_bands, label_lut, read_image
+from semscale.io.ingest import ingest_campaign
+from semscale.io.readers import label_lut, read_image
 from semscale.store import open_store
 
 PIXEL = 0.04458
@@ -101,57 +102,6 @@ def test_bad_images_give_clear_errors(tmp_path: Path) -> None:
         read_image(tmp_path / "x.gif")
 
 
-@pytest.mark.parametrize("layout", [{"tile": (128, 128)}, {"tile": (96, 160)}, {"rowsperstrip": 7}, {}])
-def test_band_streaming_reassembles_any_tiff_layout(tmp_path: Path, layout) -> None:
-    img = _rand((1001, 777), np.uint16, seed=1)
-    tifffile.imwrite(tmp_path / "x.tif", img, bigtiff=True, compression="zlib" if layout else None, **layout)
-    for rows in (100, 256):
-        out = np.zeros_like(img)
-        seen = []
-        for y0, band in iter_bands(tmp_path / "x.tif", rows=rows):
-            assert band.shape[0] <= rows
-            out[y0:y0 + band.shape[0]] = band
-            seen.append(y0)
-        assert sorted(seen) == list(range(0, 1001, rows))
-        np.testing.assert_array_equal(out, img)
-
-
-def test_tiled_bigtiff_streams_with_flat_memory(tmp_path: Path) -> None:
-    """Peak memory while ingesting a tiled BigTIFF does not grow with the image's height."""
-    row = _rand((256, 2048), np.uint8, seed=2)
-    peaks = {}
-    for n in (2, 4, 16):  # the first run is a warm-up: one-off import costs
-        img = np.tile(row, (n, 1))
-        tifffile.imwrite(tmp_path / f"h{n}.tif", img, bigtiff=True, tile=(256, 256), compression="zlib")
-        cfg = load_config(_campaign(tmp_path, [{"id": f"h{n}", "sem": f"h{n}.tif"}], ingest={"chunk_size": 256}))
-        tracemalloc.start()
-        store = ingest_campaign(cfg)
-        peaks[n] = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        np.testing.assert_array_equal(store.sem_array(f"h{n}")[::37, ::41], img[::37, ::41])
-        del img
-    grown = peaks[16] - peaks[4]
-    size_step = (16 - 4) * row.nbytes
-    assert grown < 0.1 * size_step, f"peak grew {grown / 2**20:.1f} MiB for {size_step / 2**20:.0f} MiB more image"
-    assert peaks[16] < 16 * row.nbytes
-
-
-@pytest.mark.parametrize(
-    ("sem", "eds", "factor"),
-    [((2856, 4096), (714, 1024), 4), ((1001, 777), (251, 195), 4), ((1001, 777), (250, 194), 4),
-     ((300, 200), (100, 67), 3), ((64, 64), (64, 64), 1)],
-)
-def test_eds_factor_inference(sem, eds, factor) -> None:
-    assert infer_eds_factor(sem, eds) == factor
-
-
-def test_eds_factor_errors() -> None:
-    with pytest.raises(InputImageError, match=r"integer downsampling .* 1000×1000. Got 300×300"):
-        infer_eds_factor((1000, 1000), (300, 300))
-    with pytest.raises(InputImageError, match="no larger than the SEM image"):
-        infer_eds_factor((100, 100), (200, 50))
-
-
 def test_eds_maps_stored_at_native_resolution(tmp_path: Path) -> None:
     sem = _rand((203, 150), np.uint8)
     maps = {el: _rand((51, 38), np.uint16, seed=i) for i, el in enumerate(("Ni", "O", "Zr"))}
@@ -221,16 +171,36 @@ def test_reingest_unchanged_is_noop_and_changes_are_detected(tmp_path: Path) -> 
     store.prediction_group("m", "a", create=True).attrs["semscale"] = {"complete": True}
     before = _chunk_mtimes(cfg.store / "images")
 
-    assert ingest_image(store, cfg.images[0], chunk_size=64) == {"sem": "unchanged", "truth": "unchanged"}
+    assert ingest_image(store, cfg.images[0], IngestConfig(chunk_size=64)) == {"sem": "unchanged", "truth": "unchanged"}
     assert _chunk_mtimes(cfg.store / "images") == before
 
     sem2 = sem.copy()
     sem2[0, 0] ^= 0xFF
     tifffile.imwrite(tmp_path / "sem.tif", sem2)
     os.utime(tmp_path / "sem.tif")
-    report = ingest_image(open_store(cfg.store), cfg.images[0], chunk_size=64)
+    report = ingest_image(open_store(cfg.store), cfg.images[0], IngestConfig(chunk_size=64))
     assert report["sem"] == "changed" and report["truth"] == "ingested"
     store = open_store(cfg.store)
     np.testing.assert_array_equal(store.sem("a").compute(), sem2)
     np.testing.assert_array_equal(store.labels("a", "truth").compute(), truth)
     assert "a" not in store.root["predictions/m"]
+
+
+def test_tiled_bigtiff_streams_with_flat_memory(tmp_path: Path) -> None:
+    """Peak memory while ingesting a tiled BigTIFF does not grow with the image's height."""
+    row = _rand((256, 2048), np.uint8, seed=2)
+    peaks = {}
+    for n in (2, 4, 16):  # the first run is a warm-up: one-off import costs
+        img = np.tile(row, (n, 1))
+        tifffile.imwrite(tmp_path / f"h{n}.tif", img, bigtiff=True, tile=(256, 256), compression="zlib")
+        cfg = load_config(_campaign(tmp_path, [{"id": f"h{n}", "sem": f"h{n}.tif"}], ingest={"chunk_size": 256}))
+        tracemalloc.start()
+        store = ingest_campaign(cfg)
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        np.testing.assert_array_equal(store.sem_array(f"h{n}")[::37, ::41], img[::37, ::41])
+        del img
+    grown = peaks[16] - peaks[4]
+    size_step = (16 - 4) * row.nbytes
+    assert grown < 0.1 * size_step, f"peak grew {grown / 2**20:.1f} MiB for {size_step / 2**20:.0f} MiB more image"
+    assert peaks[16] < 16 * row.nbytes
