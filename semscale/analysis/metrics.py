@@ -17,12 +17,15 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from semscale import IGNORE_LABEL
 from semscale.errors import InputImageError, StoreError
+
+if TYPE_CHECKING:
+    from semscale.store.layout import CampaignStore
 
 log = logging.getLogger(__name__)
 
@@ -240,8 +243,8 @@ def combine(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     classes = results[0]["classes"]
     cm = np.sum([np.asarray(r["confusion"], np.int64) for r in results], axis=0)
     out = scores_from_confusion(cm, classes=classes)
-    splits = [r.get("boundary_split") for r in results]
-    if all(splits):
+    splits = [r["boundary_split"] for r in results if r.get("boundary_split")]
+    if len(splits) == len(results):
         width = splits[0]["width_px"]
         nb = sum(s["boundary"]["n_pixels"] for s in splits)
         ni = sum(s["interior"]["n_pixels"] for s in splits)
@@ -295,7 +298,7 @@ def format_confusion(result: dict[str, Any], *, title: str | None = None) -> str
 
 # --- store level ---------------------------------------------------------------------------------------
 def evaluate(
-    store: Any,
+    store: CampaignStore,
     image_id: str,
     *,
     pred: str | tuple[str, str] = ("labels", "target"),
@@ -330,7 +333,7 @@ def evaluate(
 
 
 def evaluate_store(
-    store: Any,
+    store: CampaignStore,
     image_ids: Sequence[str] | None = None,
     *,
     pred: str | tuple[str, str] = ("labels", "target"),

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from semscale import IGNORE_LABEL
+
+if TYPE_CHECKING:
+    from semscale.store.layout import CampaignStore
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +31,12 @@ def phase_counts(labels: Any, *, n_classes: int) -> Any:
         return counts.astype(np.int64)[None, None, :]
 
     arr = labels if isinstance(labels, da.Array) else da.from_array(np.asarray(labels))
-    per_block = arr.map_blocks(_count, new_axis=2, chunks=(1, 1, n_classes), dtype=np.int64,
-                               meta=np.empty((0, 0, 0), np.int64))
+    per_block = da.map_blocks(_count, arr, new_axis=2, chunks=(1, 1, n_classes), dtype=np.int64,
+                              meta=np.empty((0, 0, 0), np.int64))
     return per_block.sum(axis=(0, 1))
 
 
-def campaign_stats(store: Any, *, model: str) -> Any:
+def campaign_stats(store: CampaignStore, *, model: str) -> Any:
     """Phase fractions of every predicted image (and of its target / truth labels where present)."""
     import dask
     import xarray as xr
@@ -110,7 +113,7 @@ def plot_fractions(ds: Any, path: str | Path) -> Path:
     return path
 
 
-def write_stats(store: Any, ds: Any) -> dict[str, str]:
+def write_stats(store: CampaignStore, ds: Any) -> dict[str, str]:
     """Write ``ds`` into the store (``stats/``, Zarr via xarray) and CSV + PNG into ``report/``."""
     ds.to_zarr(str(store.path), group=store.stats_group, mode="w", zarr_format=3, consolidated=False)
     report = store.report_dir()

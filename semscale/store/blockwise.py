@@ -96,12 +96,13 @@ class DoneMarkers:
     @classmethod
     def require(cls, group: zarr.Group, grid: BlockGrid, token: int, *, name: str = "done") -> DoneMarkers:
         """The marker array ``name`` of ``group``, created if absent or shaped for another grid."""
-        if name in group and tuple(group[name].shape) == grid.grid and group[name].dtype == np.int64:
-            return cls(group[name], token)
+        node = group[name] if name in group else None
+        if isinstance(node, zarr.Array) and tuple(node.shape) == grid.grid and node.dtype == np.int64:
+            return cls(node, token)
         return cls.create(group, grid, token, name=name)
 
     def is_done(self, index: Index) -> bool:
-        return int(self.array[index]) == self.token
+        return int(np.asarray(self.array[index])) == self.token
 
     def mark(self, index: Index) -> None:
         """Mark ``index`` done. Call it only after every output of the block is written."""
@@ -154,10 +155,10 @@ def run_blocks(
         except Exception as exc:  # keep going: the other blocks' work is kept
             failed.append((indices[futures.index(fut)], exc))
     if failed:
-        index, exc = failed[0]
+        index, first = failed[0]
         raise StoreError(f"{description}: {len(failed)} of {len(indices)} blocks failed after {retries} "
-                         f"retries; first: block {index}: {type(exc).__name__}: {exc}. Rerun to retry "
-                         "them (finished blocks are kept).") from exc
+                         f"retries; first: block {index}: {type(first).__name__}: {first}. Rerun to retry "
+                         "them (finished blocks are kept).") from first
     return results
 
 

@@ -23,7 +23,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import zarr
@@ -41,6 +41,10 @@ from semscale.store.ngff import (
     multiscales_metadata,
     write_dask,
 )
+from semscale.store.nodes import array_at, attrs_of, group_at, ome_of, set_attrs
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,7 @@ class CampaignStore:
     # --- campaign-level metadata -------------------------------------------------------------------
     @property
     def meta(self) -> dict[str, Any]:
-        return dict(self.root.attrs.get("semscale", {}))
+        return attrs_of(self.root)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -71,15 +75,13 @@ class CampaignStore:
         return float(self.meta.get("pixel_size_um", 1.0))
 
     def update_meta(self, **values: Any) -> None:
-        meta = self.meta
-        meta.update(values)
-        self.root.attrs["semscale"] = meta
+        set_attrs(self.root, **values)
 
     # --- images ------------------------------------------------------------------------------------
     def image_ids(self, *, complete_only: bool = True) -> list[str]:
         if paths.IMAGES not in self.root:
             return []
-        ids = sorted(self.root[paths.IMAGES].group_keys())
+        ids = sorted(group_at(self.root, paths.IMAGES).group_keys())
         if complete_only:
             ids = [i for i in ids if self.image_attrs(i).get("complete")]
         return ids
@@ -89,7 +91,7 @@ class CampaignStore:
 
     def image_group(self, image_id: str) -> zarr.Group:
         try:
-            return self.root[paths.image(image_id)]
+            return group_at(self.root, paths.image(image_id))
         except KeyError:
             known = ", ".join(self.image_ids(complete_only=False)) or "none"
             raise StoreError(
@@ -98,18 +100,16 @@ class CampaignStore:
             ) from None
 
     def image_attrs(self, image_id: str) -> dict[str, Any]:
-        return dict(self.image_group(image_id).attrs.get("semscale", {}))
+        return attrs_of(self.image_group(image_id))
 
     def set_image_attrs(self, image_id: str, **values: Any) -> None:
         g = self.image_group(image_id)
-        meta = dict(g.attrs.get("semscale", {}))
-        meta.update(values)
-        g.attrs["semscale"] = meta
+        set_attrs(g, **values)
 
     def sem_array(self, image_id: str, level: int = 0) -> zarr.Array:
-        return self.image_group(image_id)[str(level)]
+        return array_at(self.image_group(image_id), str(level))
 
-    def sem(self, image_id: str, level: int = 0) -> Any:
+    def sem(self, image_id: str, level: int = 0) -> da.Array:
         """The SEM image (raw dtype) as a dask array chunked like the store."""
         import dask.array as da
 
@@ -121,14 +121,14 @@ class CampaignStore:
             raise StoreError(f"Image `{image_id}` in {self.path} has no normalisation attrs; re-ingest it.")
         return norm
 
-    def sem_normalised(self, image_id: str, level: int = 0) -> Any:
+    def sem_normalised(self, image_id: str, level: int = 0) -> da.Array:
         """The SEM image mapped to network input (float32) with the image's stored normalisation."""
+        import dask.array as da
+
         from semscale.kernels.norm import apply_norm
 
-        norm = self.norm(image_id)
-        return self.sem(image_id, level).map_blocks(
-            apply_norm, norm, dtype=np.float32, meta=np.empty((0, 0), np.float32)
-        )
+        return da.map_blocks(apply_norm, self.sem(image_id, level), self.norm(image_id), dtype=np.float32,
+                             meta=np.empty((0, 0), np.float32))
 
     def create_image(
         self,
@@ -160,7 +160,7 @@ class CampaignStore:
         """Build the SEM pyramid, write NGFF metadata and set ``complete``."""
         g = self.image_group(image_id)
         n = _write_pyramid(g, kind="mean")
-        ome = dict(g.attrs.get("ome", {}))
+        ome = ome_of(g)
         ome.update(
             version=NGFF_VERSION,
             multiscales=[multiscales_metadata(image_id, self.pixel_size_um, n, kind="mean")],
@@ -173,17 +173,17 @@ class CampaignStore:
         g = self.image_group(image_id)
         if "labels" not in g:
             return []
-        names = g["labels"].attrs.get("ome", {}).get("labels", [])
+        names = ome_of(group_at(g, "labels")).get("labels", [])
         return [n for n in names if self._label_complete(image_id, n)]
 
     def _label_complete(self, image_id: str, name: str) -> bool:
         key = paths.label(image_id, name)
-        return key in self.root and bool(self.root[key].attrs.get("semscale", {}).get("complete"))
+        return key in self.root and bool(attrs_of(self.root[key]).get("complete"))
 
     def has_labels(self, image_id: str, name: str) -> bool:
         return self.has_image(image_id) and self._label_complete(image_id, name)
 
-    def labels(self, image_id: str, name: str, level: int = 0) -> Any:
+    def labels(self, image_id: str, name: str, level: int = 0) -> da.Array:
         """Label image ``name`` (e.g. ``"target"``, ``"truth"``) as a uint8 dask array."""
         import dask.array as da
 
@@ -202,25 +202,23 @@ class CampaignStore:
                 f"(present: {', '.join(self.label_names(image_id)) or 'none'}). "
                 "Run `semscale label CONFIG` (or choose another label source)."
             )
-        return self.root[paths.label_level(image_id, name, level)]
+        return array_at(self.root, paths.label_level(image_id, name, level))
 
     def drop_labels(self, image_id: str, name: str) -> None:
         """Delete label image ``name`` of ``image_id`` and its entry in the NGFF labels list."""
-        labels = self.image_group(image_id)["labels"]
+        labels = group_at(self.image_group(image_id), "labels")
         if name in labels:
             del labels[name]
-        ome = dict(labels.attrs.get("ome", {}))
+        ome = ome_of(labels)
         ome["labels"] = [n for n in ome.get("labels", []) if n != name]
         labels.attrs["ome"] = ome
 
     def label_attrs(self, image_id: str, name: str) -> dict[str, Any]:
-        return dict(self.root[paths.label(image_id, name)].attrs.get("semscale", {}))
+        return attrs_of(self.root[paths.label(image_id, name)])
 
     def set_label_attrs(self, image_id: str, name: str, **values: Any) -> None:
-        g = self.root[paths.label(image_id, name)]
-        meta = dict(g.attrs.get("semscale", {}))
-        meta.update(values)
-        g.attrs["semscale"] = meta
+        g = group_at(self.root, paths.label(image_id, name))
+        set_attrs(g, **values)
 
     def create_labels(
         self, image_id: str, name: str, *, attrs: Mapping[str, Any] | None = None
@@ -230,9 +228,9 @@ class CampaignStore:
         Fill it (e.g. with ``dask.array.to_zarr`` or chunk-wise writes), then call :meth:`finish_labels`.
         """
         g = self.image_group(image_id)
-        sem0 = g["0"]
+        sem0 = array_at(g, "0")
         labels = g.require_group("labels")
-        names = list(labels.attrs.get("ome", {}).get("labels", []))
+        names = list(ome_of(labels).get("labels", []))
         if name not in names:
             names.append(name)
         labels.attrs["ome"] = {"version": NGFF_VERSION, "labels": names}
@@ -246,7 +244,7 @@ class CampaignStore:
         )
 
     def finish_labels(self, image_id: str, name: str, **attrs: Any) -> None:
-        label_pyramid(self.root[paths.label(image_id, name)], name=name,
+        label_pyramid(group_at(self.root, paths.label(image_id, name)), name=name,
                       pixel_size_um=self.pixel_size_um, classes=self.classes)
         self.set_label_attrs(image_id, name, **attrs, complete=True)
 
@@ -270,8 +268,8 @@ class CampaignStore:
         key = paths.eds(image_id)
         if key not in self.root:
             return []
-        g = self.root[key]
-        if not g.attrs.get("semscale", {}).get("complete"):
+        g = group_at(self.root, key)
+        if not attrs_of(g).get("complete"):
             return []
         return sorted(g.array_keys())
 
@@ -279,14 +277,13 @@ class CampaignStore:
         """EDS maps of an image at native resolution, ``{element: dask array}`` (empty if none)."""
         import dask.array as da
 
-        return {el: da.from_zarr(self.root[f"{paths.eds(image_id)}/{el}"]) for el in self.eds_elements(image_id)}
+        return {el: da.from_zarr(array_at(self.root, f"{paths.eds(image_id)}/{el}")) for el in self.eds_elements(image_id)}
 
     def eds_attrs(self, image_id: str) -> dict[str, Any]:
-        return dict(self.root[paths.eds(image_id)].attrs.get("semscale", {}))
+        return attrs_of(self.root[paths.eds(image_id)])
 
     def eds_factor(self, image_id: str) -> int:
-        g = self.root[paths.eds(image_id)]
-        return int(g.attrs["semscale"]["factor"])
+        return int(self.eds_attrs(image_id)["factor"])
 
     def eds_group(self, image_id: str, *, create: bool = False) -> zarr.Group:
         if create:
@@ -294,7 +291,7 @@ class CampaignStore:
             if image_id in eds:
                 del eds[image_id]
             return eds.create_group(image_id)
-        return self.root[paths.eds(image_id)]
+        return group_at(self.root, paths.eds(image_id))
 
     def write_eds(
         self, image_id: str, maps: Mapping[str, np.ndarray], *, factor: int, chunks: int = 512,
@@ -334,16 +331,14 @@ class CampaignStore:
 
     def set_model_attrs(self, name: str, **values: Any) -> None:
         g = self.root.require_group(paths.model(name))
-        meta = dict(g.attrs.get("semscale", {}))
-        meta.update(values)
-        g.attrs["semscale"] = meta
+        set_attrs(g, **values)
 
     def model_attrs(self, name: str) -> dict[str, Any]:
         key = paths.model(name)
-        return dict(self.root[key].attrs.get("semscale", {})) if key in self.root else {}
+        return attrs_of(self.root[key]) if key in self.root else {}
 
     def model_names(self) -> list[str]:
-        return sorted(self.root[paths.MODELS].group_keys()) if paths.MODELS in self.root else []
+        return sorted(group_at(self.root, paths.MODELS).group_keys()) if paths.MODELS in self.root else []
 
     def prediction_group(self, model: str, image_id: str, *, create: bool = False) -> zarr.Group:
         key = paths.prediction(model, image_id)
@@ -351,35 +346,35 @@ class CampaignStore:
             return self.root.require_group(key)
         if key not in self.root:
             raise StoreError(f"Expected predictions `{key}` in {self.path}. Got none; run `semscale predict`.")
-        return self.root[key]
+        return group_at(self.root, key)
 
-    def prediction_labels(self, model: str, image_id: str) -> Any:
+    def prediction_labels(self, model: str, image_id: str) -> da.Array:
         """Predicted labels (uint8 dask array, level 0) of ``model`` for ``image_id``."""
         import dask.array as da
 
         g = self.prediction_group(model, image_id)
-        if "labels" not in g or "0" not in g["labels"]:
+        if "labels/0" not in g:
             raise StoreError(
                 f"Expected labels in predictions/{model}/{image_id} of {self.path}. Got none; run "
                 "`semscale predict` for that image."
             )
-        return da.from_zarr(g["labels"]["0"])
+        return da.from_zarr(array_at(g, "labels/0"))
 
     def prediction_models(self) -> list[str]:
-        return sorted(self.root[paths.PREDICTIONS].group_keys()) if paths.PREDICTIONS in self.root else []
+        return sorted(group_at(self.root, paths.PREDICTIONS).group_keys()) if paths.PREDICTIONS in self.root else []
 
     def has_predictions(self, model: str, image_id: str, *, complete: bool = True) -> bool:
         key = paths.prediction(model, image_id)
         if key not in self.root:
             return False
-        return not complete or bool(self.root[key].attrs.get("semscale", {}).get("complete"))
+        return not complete or bool(attrs_of(self.root[key]).get("complete"))
 
     def predictions(self, model: str, image_id: str) -> dict[str, Any]:
         """Complete prediction outputs as dask arrays (``labels``, ``confidence``, ``uncertainty``, ...)."""
         import dask.array as da
 
         g = self.prediction_group(model, image_id)
-        if not g.attrs.get("semscale", {}).get("complete"):
+        if not attrs_of(g).get("complete"):
             raise StoreError(
                 f"Expected complete predictions {model}/{image_id} in {self.path}. Got an unfinished run; "
                 "rerun `semscale predict` to finish it."
@@ -394,7 +389,7 @@ class CampaignStore:
         """Delete every model's predictions of ``image_id``; returns the models that had some."""
         dropped = []
         for model in self.prediction_models():
-            group = self.root[f"{paths.PREDICTIONS}/{model}"]
+            group = group_at(self.root, f"{paths.PREDICTIONS}/{model}")
             if image_id in group:
                 del group[image_id]
                 dropped.append(model)
@@ -405,7 +400,7 @@ class CampaignStore:
         kind, name = ("labels", source) if isinstance(source, str) else source
         if kind == "labels":
             self.label_array(image_id, name)  # raises a clear error when missing
-            return self.root[paths.label(image_id, name)], f"labels/{name}"
+            return group_at(self.root, paths.label(image_id, name)), f"labels/{name}"
         if kind == "predictions":
             return self.prediction_group(name, image_id), f"predictions/{name}"
         raise StoreError(f"Expected 'labels' or 'predictions' as label source kind. Got {kind!r}.")
@@ -422,7 +417,7 @@ class CampaignStore:
         if self.root.read_only:
             return
         group = self._source_group(image_id, source)[0]
-        meta = dict(group.attrs.get("semscale", {}))
+        meta = attrs_of(group)
         meta["metrics"] = {**dict(meta.get("metrics", {})), ref: dict(result)}
         group.attrs["semscale"] = meta
 
@@ -445,7 +440,7 @@ class CampaignStore:
         key = paths.scratch(stage, image_id)
         if create:
             return self.root.require_group(key)
-        return self.root[key] if key in self.root else None
+        return group_at(self.root, key) if key in self.root else None
 
     def drop_scratch(self, stage: str, image_id: str) -> None:
         key = paths.scratch(stage, image_id)
@@ -518,7 +513,7 @@ def create_store(
     return store
 
 
-def open_store(path: str | Path, *, mode: str = "r+") -> CampaignStore:
+def open_store(path: str | Path, *, mode: Literal["r", "r+"] = "r+") -> CampaignStore:
     """Open an existing campaign store (``mode`` ``"r"`` read-only or ``"r+"``)."""
     path = Path(path)
     if not (path / "zarr.json").exists():

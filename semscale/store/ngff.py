@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import BloscCodec
 
 from semscale import IGNORE_LABEL
+from semscale.store.nodes import array_at
 
 NGFF_VERSION = "0.5"
 DEFAULT_CHUNK = 1024
@@ -29,9 +31,9 @@ PHASE_COLORS: dict[str, tuple[int, int, int, int]] = {
 _FALLBACK_COLORS = [(228, 26, 28, 255), (152, 78, 163, 255), (255, 127, 0, 255), (166, 86, 40, 255)]
 
 
-def compressor() -> Any:
+def compressor() -> BloscCodec:
     """The fast lossless codec used for every array: Blosc zstd level 3 with bit-shuffle."""
-    return zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+    return BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 
 
 def _axes() -> list[dict[str, str]]:
@@ -100,7 +102,7 @@ def write_dask(src: Any, target: zarr.Array) -> None:
     import dask.array as da
 
     src = src.rechunk(target.chunks) if src.chunksize != tuple(target.chunks) else src
-    da.store(src, target, lock=False, compute=True)
+    da.store(src, target, lock=False, compute=True)  # type: ignore[arg-type]  # zarr arrays are array-likes
 
 
 def label_group_metadata(name: str, pixel_size_um: float, n_levels: int, classes: Sequence[str]) -> dict[str, Any]:
@@ -126,11 +128,11 @@ def _write_pyramid(group: zarr.Group, *, kind: str) -> int:
     Works one output chunk at a time (reading the 2×2 chunks of the level above it), so memory is a few
     chunks whatever the image size.
     """
-    level0 = group["0"]
+    level0 = array_at(group, "0")
     n = _n_levels(level0.shape)
     for name in [k for k in group.array_keys() if k != "0"]:
         del group[name]
-    prev = level0
+    prev: zarr.Array = level0
     for level in range(1, n):
         shape = tuple(math.ceil(s / 2) for s in prev.shape)
         arr = group.create_array(
