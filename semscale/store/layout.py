@@ -61,6 +61,14 @@ class CampaignStore:
         self.path = Path(path)
         self.root = root
 
+    def __repr__(self) -> str:
+        ids = self.image_ids(complete_only=False)
+        shown = ", ".join(ids[:4]) + (f", … (+{len(ids) - 4})" if len(ids) > 4 else "")
+        mode = "read-only" if self.root.read_only else "writable"
+        return (f"<CampaignStore {self.meta.get('name', '?')!r} at {self.path} ({mode}): {len(ids)} images "
+                f"[{shown}], models [{', '.join(self.model_names())}], "
+                f"predictions [{', '.join(self.prediction_models())}]>")
+
     # --- campaign-level metadata -------------------------------------------------------------------
     @property
     def meta(self) -> dict[str, Any]:

@@ -1,0 +1,81 @@
+"""CampaignStore on a real Zarr store on disk: images, labels, EDS, models, predictions, scratch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from semscale.errors import ModelError, StoreError
+from semscale.store import create_store, open_store
+
+
+@pytest.fixture()
+def store(tmp_path):
+    s = create_store(tmp_path / "c.zarr", name="c", pixel_size_um=0.05)
+    arr = s.create_image("im", shape=(40, 60), dtype=np.uint8, chunks=16, attrs={"role": "train"})
+    arr[:] = np.arange(40 * 60, dtype=np.uint16).reshape(40, 60) % 251
+    s.finish_image("im", norm={"lo": 0.0, "hi": 250.0})
+    return s
+
+
+def test_images_round_trip_with_norm(store) -> None:
+    assert store.image_ids() == ["im"] and store.has_image("im")
+    np.testing.assert_array_equal(store.sem("im").compute()[:, :5], store.sem_array("im")[:, :5])
+    x = store.sem_normalised("im").compute()
+    assert x.dtype == np.float32 and x.max() == pytest.approx(1.0)
+    with pytest.raises(StoreError, match="Expected image `nope`.*images: im"):
+        store.image_group("nope")
+
+
+def test_labels_write_drop_and_sources(store) -> None:
+    lab = (np.arange(40 * 60).reshape(40, 60) % 4).astype(np.uint8)
+    store.write_labels("im", "target", lab)
+    assert store.label_names("im") == ["target"]
+    np.testing.assert_array_equal(store.label_array("im", "target")[...], lab)
+    arr, desc = store.label_source("im", "target")
+    assert desc == "labels/target" and (arr.compute() == lab).all()
+    store.record_metrics("im", "target", ref="truth", result={"accuracy": 0.5})
+    assert store.label_attrs("im", "target")["metrics"]["truth"]["accuracy"] == 0.5
+    store.drop_labels("im", "target")
+    assert store.label_names("im") == []
+    with pytest.raises(StoreError, match="Expected labels `target`"):
+        store.label_array("im", "target")
+
+
+def test_models_predictions_and_scratch(store) -> None:
+    with pytest.raises(ModelError, match="Expected trained members of model `unet`"):
+        store.model_members("unet")
+    folder = store.model_dir("unet", create=True)
+    for k in (10, 2):
+        store.member_file("unet", k).write_bytes(b"x")
+    assert [p.name for p in store.model_members("unet")] == ["member_2.keras", "member_10.keras"]
+    store.set_model_attrs("unet", summary={"n": 2})
+    assert store.model_attrs("unet")["summary"] == {"n": 2} and folder.is_dir()
+
+    g = store.prediction_group("unet", "im", create=True)
+    g.create_group("labels").create_array("0", shape=(40, 60), dtype="uint8", fill_value=1)
+    assert not store.has_predictions("unet", "im") and store.has_predictions("unet", "im", complete=False)
+    with pytest.raises(StoreError, match="unfinished run"):
+        store.predictions("unet", "im")
+    g.attrs["semscale"] = {"complete": True}
+    assert (store.predictions("unet", "im")["labels"].compute() == 1).all()
+    assert store.drop_predictions("im") == ["unet"] and not store.has_predictions("unet", "im", complete=False)
+
+    assert store.scratch_group("labelling", "im") is None
+    store.scratch_group("labelling", "im", create=True).create_array("a", shape=(2,), dtype="int8")
+    assert "a" in store.scratch_group("labelling", "im")
+    store.drop_scratch("labelling", "im")
+    assert store.scratch_group("labelling", "im") is None
+
+
+def test_reopen_checks_campaign_and_mode(store, tmp_path) -> None:
+    ro = open_store(store.path, mode="r")
+    assert ro.classes == store.classes and ro.pixel_size_um == 0.05
+    with pytest.raises(StoreError, match="classes"):
+        create_store(store.path, name="c", classes=("a", "b"), pixel_size_um=0.05)
+    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
+    with pytest.raises(StoreError, match="not a semscale store"):
+        open_store(tmp_path / "plain.zarr")
+    with pytest.raises(StoreError, match="Expected a semscale store"):
+        open_store(tmp_path / "missing.zarr")
