@@ -1,4 +1,4 @@
-"""Ingest into real Zarr stores on disk: formats, bit depths, streaming, EDS factors, labels, idempotence."""
+"""Reading image files: any TIFF layout streamed in bands, EDS downsampling factors."""
 
 from __future__ import annotations
 
@@ -7,19 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import yaml
 
 from semscale.errors import InputImageError
 from semscale.io.readers import infer_eds_factor, iter_bands
-
-PIXEL = 0.04458
-
-
-def _campaign(tmp_path: Path, images: list[dict], **extra) -> Path:
-    cfg = {"name": "t", "store": "c.zarr", "pixel_size_um": PIXEL, "images": images, **extra}
-    path = tmp_path / "campaign.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
 
 
 def _rand(shape, dtype, seed=0) -> np.ndarray:
