@@ -1,28 +1,26 @@
-"""Tests of the SEM + EDS simulator (semscale.synth): contract, determinism, physics, realism, I/O."""
+"""Tests of semscale.synth.simulate: contract, determinism, oxidation law, and bit-identity with the
+simulator as it was before the package split (commit f892ada)."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 import pytest
-from scipy import ndimage as ndi
 
 from semscale import synth
-from semscale.synth import NI, NIO, PORE, YSZ, SynthImage, realism_table, simulate, write_campaign
+from semscale.errors import SemscaleError
+from semscale.synth import NI, NIO, PORE, YSZ, SynthImage, realism_table, simulate
+from semscale.synth.params import SimParams
 
-SHAPE = (320, 384)
-
-
-@pytest.fixture(scope="module")
-def series() -> dict[int, SynthImage]:
-    """One microstructure (seed 7) at three oxidation times."""
-    return {t: simulate(SHAPE, oxidation_min=t, seed=7) for t in (0, 30, 120)}
-
-
-@pytest.fixture(scope="module")
-def pooled(series: dict[int, SynthImage]) -> dict:
-    return realism_table(
-        [series[0], series[30], series[120], simulate(SHAPE, oxidation_min=20, seed=8)]
-    )
+ORIGINAL_COMMIT = "f892ada"
+"""The last commit with the single-module simulator; its output is what the split must reproduce."""
 
 
 # -- contract -------------------------------------------------------------------------------------
@@ -101,8 +99,9 @@ def test_sixteen_bit() -> None:
 )
 def test_bad_arguments(kwargs: dict, match: str) -> None:
     shape = kwargs.pop("shape", (64, 64))
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as info:
         simulate(shape, **kwargs)
+    assert isinstance(info.value, SemscaleError)
 
 
 # -- physics ----------------------------------------------------------------------------------------
@@ -128,150 +127,86 @@ def test_oxidised_fraction_law() -> None:
     assert xs[0] == 0.0 and all(b > a for a, b in zip(xs, xs[1:], strict=False)) and xs[-1] > 0.5
 
 
-def test_ysz_is_a_connected_matrix() -> None:
-    largest = []
-    for seed in (1, 2, 4):
-        ysz = simulate((400, 400), seed=seed, with_eds=False).truth == YSZ
-        lab, _ = ndi.label(ysz)
-        sizes = np.bincount(lab.ravel())[1:]
-        largest.append(sizes.max() / sizes.sum())
-    assert np.mean(largest) > 0.5
 
 
-def test_pores_from_specks_to_voids(series: dict[int, SynthImage]) -> None:
-    lab, _ = ndi.label(series[0].truth == PORE)
-    sizes = np.bincount(lab.ravel())[1:]
-    px_um2 = 0.04458**2
-    assert sizes.min() * px_um2 < 0.3  # sub-µm specks
-    assert sizes.max() * px_um2 > 4.0  # voids of several µm
+def test_oxidised_fraction_follows_its_params() -> None:
+    slow = SimParams(ox_tau_min=100.0)
+    assert synth.oxidised_fraction(50.0, params=slow) < synth.oxidised_fraction(50.0)
+    assert synth.oxidised_fraction(1e6, params=SimParams(ox_max=0.5)) == pytest.approx(0.5)
 
 
-# -- SEM realism: grey levels overlap, context decides ---------------------------------------------
-def test_grey_level_order_and_calibration(pooled: dict) -> None:
-    ph = pooled["phases"]
-    means = [ph[name]["mean"] for name in ("pore", "NiO", "Ni", "YSZ")]
-    assert means == sorted(means)
-    for name, real in synth.REAL_PATCH.items():
-        assert ph[name]["mean"] == pytest.approx(real["mean"], abs=8.0), name
-        assert ph[name]["std"] == pytest.approx(real["std"], abs=6.0), name
+def test_other_params_change_the_image_and_are_recorded() -> None:
+    a = simulate((96, 112), oxidation_min=30, seed=2)
+    p = dataclasses.replace(SimParams(), psf_sigma_px=2.0)
+    b = simulate((96, 112), oxidation_min=30, seed=2, params=p)
+    np.testing.assert_array_equal(a.truth, b.truth)  # the PSF acts on the SEM only
+    assert not np.array_equal(a.sem, b.sem)
+    assert "params" not in a.meta
+    assert b.meta["params"]["psf_sigma_px"] == 2.0 and b.meta["psf_sigma_px"] == 2.0
+    assert json.loads(json.dumps(b.meta))["params"] == p.to_dict()
 
 
-def test_grey_level_alone_is_not_enough_but_context_is(pooled: dict) -> None:
-    grey, grey_ni_ysz = (
-        pooled["best_grey_level_accuracy"],
-        pooled["best_grey_level_accuracy_ni_ysz"],
-    )
-    assert 0.6 < grey < 0.85
-    assert 0.6 < grey_ni_ysz < 0.85  # Ni and YSZ overlap in grey level
-    ctx, ctx_ni_ysz = pooled["context_feature_accuracy"], pooled["context_feature_accuracy_ni_ysz"]
-    assert ctx > grey + 0.08
-    assert ctx_ni_ysz > 0.9 and ctx_ni_ysz > grey_ni_ysz + 0.12
+# -- bit-identity with the simulator before the split ------------------------------------------------
+def _original_module(tmp_path: Path) -> ModuleType:
+    """The single-module simulator of ORIGINAL_COMMIT, imported from a file in ``tmp_path``."""
+    root = Path(__file__).resolve().parents[2]
+    src = subprocess.run(
+        ["git", "-C", str(root), "show", f"{ORIGINAL_COMMIT}:semscale/synth/__init__.py"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    path = tmp_path / "synth_original.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("synth_original", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["synth_original"] = module  # dataclasses look their module up while building
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules["synth_original"]
+    return module
 
 
-def test_bayes_accuracy_is_an_upper_bound_of_a_threshold(series: dict[int, SynthImage]) -> None:
-    im = series[0]
-    two = (im.truth == NI) | (im.truth == YSZ)
-    g, t = im.sem[two].astype(int), im.truth[two]
-    best_threshold = max(((g >= k) == (t == YSZ)).mean() for k in range(0, 256, 4))
-    table = realism_table([im])
-    assert table["best_grey_level_accuracy_ni_ysz"] >= best_threshold - 1e-12
+def _assert_same(new: SynthImage, old: SynthImage) -> None:
+    np.testing.assert_array_equal(new.sem, old.sem)
+    assert new.sem.dtype == old.sem.dtype
+    np.testing.assert_array_equal(new.truth, old.truth)
+    assert new.eds.keys() == old.eds.keys()
+    for el in old.eds:
+        np.testing.assert_array_equal(new.eds[el], old.eds[el])
+    assert new.eds_factor == old.eds_factor
+    assert json.dumps(new.meta) == json.dumps(old.meta)  # same keys, order and values
 
 
-# -- EDS ----------------------------------------------------------------------------------------------
-def _per_phase_counts(im: SynthImage, el: str) -> np.ndarray:
-    """Counts per EDS pixel of pure pore, NiO, Ni, YSZ: least squares of the counts on the phase
-    fractions of each EDS pixel's (broadened) footprint."""
-    f = im.eds_factor
-    h, w = im.truth.shape
-    he, we = im.eds[el].shape
-    cols = []
-    for k in range(4):
-        frac = ndi.gaussian_filter((im.truth == k).astype(float), 0.4 / 0.04458)
-        frac = np.pad(frac, ((0, he * f - h), (0, we * f - w)), mode="edge")
-        cols.append(frac.reshape(he, f, we, f).mean(axis=(1, 3))[2:-2, 2:-2].ravel())
-    coef, *_ = np.linalg.lstsq(np.stack(cols, 1), im.eds[el][2:-2, 2:-2].ravel().astype(float))
-    return coef
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"oxidation_min": 0.0, "seed": 5},
+        {"oxidation_min": 30.0, "seed": 5},
+        {"oxidation_min": 120.0, "seed": 9, "eds_factor": 3, "bit_depth": 16},
+    ],
+)
+def test_bit_identical_to_the_original_simulator(tmp_path: Path, kwargs: dict) -> None:
+    old = _original_module(tmp_path)
+    shape = (97, 130)
+    _assert_same(simulate(shape, **kwargs), old.simulate(shape, **kwargs))
 
 
-def test_eds_consistent_with_truth(series: dict[int, SynthImage]) -> None:
-    im = series[30]
-    ni, o, zr = (_per_phase_counts(im, el) for el in ("Ni", "O", "Zr"))
-    assert zr[YSZ] > 10 * max(abs(zr[NI]), abs(zr[NIO]), abs(zr[PORE]), 1.0)
-    assert ni[NI] > 1.4 * ni[NIO] and ni[NIO] > 5 * max(ni[YSZ], ni[PORE], 1.0)
-    assert o[NIO] > 3 * max(o[NI], 1.0) and o[YSZ] > 3 * max(o[NI], 1.0)
-    assert o[PORE] < 0.2 * o[YSZ] and ni[PORE] < 0.2 * ni[NI]
+def test_realism_and_campaign_identical_to_the_original(tmp_path: Path) -> None:
+    old = _original_module(tmp_path)
+    from semscale.synth import write_campaign
 
-
-def test_eds_misregistration_matches_meta() -> None:
-    im = simulate((301, 457), oxidation_min=30, seed=5)
-    f = im.eds_factor
-    h, w = im.truth.shape
-    he, we = im.eds["Zr"].shape
-    ysz = ndi.gaussian_filter((im.truth == YSZ).astype(float), 0.4 / 0.04458)
-    scores = {}
-    for sy in range(-3, 4):
-        for sx in range(-3, 4):
-            # Documented geometry: EDS pixel (i, j) integrates SEM rows [i*f + dy, (i+1)*f + dy).
-            moved = ndi.shift(ysz, (-sy, -sx), order=0, mode="nearest")
-            moved = np.pad(moved, ((0, he * f - h), (0, we * f - w)), mode="edge")
-            pred = moved.reshape(he, f, we, f).mean(axis=(1, 3))[2:-2, 2:-2]
-            scores[sy, sx] = np.corrcoef(pred.ravel(), im.eds["Zr"][2:-2, 2:-2].ravel())[0, 1]
-    best = max(scores, key=scores.get)
-    dy, dx = im.meta["eds_shift_px"]
-    assert abs(best[0] - dy) <= 0.75 and abs(best[1] - dx) <= 0.75
-    assert scores[best] > 0.8
-
-
-# -- campaign writer ---------------------------------------------------------------------------------
-def test_write_campaign(tmp_path) -> None:
-    import tifffile
-    import yaml
-
-    path = write_campaign(tmp_path / "camp", n_images=3, shape=(101, 133), seed=11)
-    assert path == tmp_path / "camp" / "campaign.yaml"
-    text = path.read_text()
-    cfg = yaml.safe_load(text)
-    assert list(cfg) == ["name", "store", "pixel_size_um", "classes", "images"]
-    assert cfg["name"] == "synthetic-oxidation" and cfg["store"] == "campaign.zarr"
-    assert cfg["pixel_size_um"] == pytest.approx(0.04458)
-    assert cfg["classes"] == ["pore", "NiO", "Ni", "YSZ"]
-    images = cfg["images"]
-    assert [e["id"] for e in images] == ["t000_a", "t002_a", "t005_a"]
-    assert [e["oxidation_min"] for e in images] == [0, 2, 5]
-    assert [e["role"] for e in images] == ["train", "predict", "train"]
-    for e in images:
-        assert e["sample"] == "A"
-        keys = ["id", "sem", "sample", "oxidation_min", "eds", "truth", "role"]
-        assert list(e) == (keys if e["role"] == "train" else [k for k in keys if k != "eds"])
-        sem = tifffile.imread(path.parent / e["sem"])
-        truth = tifffile.imread(path.parent / e["truth"])
-        assert sem.shape == truth.shape == (101, 133) and sem.dtype == np.uint8
-        assert truth.max() <= 3
-        assert (path.parent / "data" / f"{e['id']}_meta.json").is_file()
-        if e["role"] == "train":
-            assert set(e["eds"]) == {"Ni", "O", "Zr"}
-            for rel in e["eds"].values():
-                assert not rel.startswith("/")
-                assert tifffile.imread(path.parent / rel).shape == (26, 34)
-    assert not (path.parent / "data" / "t002_a_Ni.tif").exists()
-    # Deterministic, and each image has its own seed.
-    again = write_campaign(tmp_path / "again", n_images=3, shape=(101, 133), seed=11)
-    assert again.read_text() == text
-    a = tifffile.imread(path.parent / "data" / "t000_a_sem.tif")
-    np.testing.assert_array_equal(a, tifffile.imread(again.parent / "data" / "t000_a_sem.tif"))
-
-
-def test_write_campaign_cycles_times_and_samples(tmp_path) -> None:
-    import yaml
-
-    path = write_campaign(
-        tmp_path, n_images=5, shape=(40, 48), times=(0, 120), samples=("A", "b 2"), n_eds=2
-    )
-    images = yaml.safe_load(path.read_text())["images"]
-    assert [e["id"] for e in images] == ["t000_a", "t120_a", "t000_b-2", "t120_b-2", "t000_a_2"]
-    assert [e["sample"] for e in images] == ["A", "A", "b 2", "b 2", "A"]
-    assert [e["role"] for e in images] == ["train", "predict", "predict", "predict", "train"]
-    one = yaml.safe_load(write_campaign(tmp_path / "one", n_images=1, shape=(40, 48)).read_text())
-    assert [e["role"] for e in one["images"]] == ["train"]
-    with pytest.raises(ValueError, match="n_eds"):
-        write_campaign(tmp_path / "bad", n_images=2, shape=(40, 48), n_eds=3)
+    ims = [simulate((80, 88), oxidation_min=t, seed=3) for t in (0, 20)]
+    assert json.dumps(realism_table(ims)) == json.dumps(old.realism_table(ims))
+    np.testing.assert_array_equal(synth.context_codes(ims[1].sem), old.context_codes(ims[1].sem))
+    assert [synth.oxidised_fraction(t) for t in (0, 7, 50)] == [
+        old.oxidised_fraction(t) for t in (0, 7, 50)
+    ]
+    kw = {"n_images": 4, "shape": (40, 48), "times": (0, 2.5), "samples": ("A", "b"), "seed": 4}
+    new_dir, old_dir = tmp_path / "new", tmp_path / "old"
+    write_campaign(new_dir, **kw)
+    old.write_campaign(old_dir, **kw)
+    new_files = sorted(p.relative_to(new_dir) for p in new_dir.rglob("*") if p.is_file())
+    assert new_files == sorted(p.relative_to(old_dir) for p in old_dir.rglob("*") if p.is_file())
+    for rel in new_files:
+        assert (new_dir / rel).read_bytes() == (old_dir / rel).read_bytes(), rel
