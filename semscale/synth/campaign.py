@@ -37,7 +37,7 @@ def time_token(t: float) -> str:
     return f"{int(t):03d}" if float(t).is_integer() else f"{t:g}".replace(".", "p")
 
 
-def eds_indices(n_images: int, n_eds: int | None) -> set[int]:
+def eds_indices(n_images: int, *, n_eds: int | None) -> set[int]:
     """Indices of the images that get EDS maps: ``n_eds`` spread evenly, first and last included.
 
     ``None``: about half, at least one, and at least one without EDS when ``n_images >= 2``.
@@ -56,9 +56,9 @@ def eds_indices(n_images: int, n_eds: int | None) -> set[int]:
     return {int(p) for p in pos}
 
 
-def image_seed(seed: int, k: int) -> int:
-    """Seed of image ``k`` of a campaign simulated with ``seed``."""
-    return int(np.random.SeedSequence([int(seed), k]).generate_state(1)[0])
+def image_seed(seed: int, *, index: int) -> int:
+    """Seed of image ``index`` of a campaign simulated with ``seed``."""
+    return int(np.random.SeedSequence([int(seed), index]).generate_state(1)[0])
 
 
 @dataclass(frozen=True)
@@ -160,8 +160,8 @@ def write_campaign(
     out = pathlib.Path(out_dir)
     (out / "data").mkdir(parents=True, exist_ok=True)
     entries = []
-    for item in _plan(n_images, times, samples, eds_indices(n_images, n_eds)):
-        im = simulate(shape, oxidation_min=item.time, seed=image_seed(seed, item.index),
+    for item in _plan(n_images, times, samples, eds_indices(n_images, n_eds=n_eds)):
+        im = simulate(shape, oxidation_min=item.time, seed=image_seed(seed, index=item.index),
                       pixel_size_um=pixel_size_um, eds_factor=eds_factor, with_eds=item.with_eds,
                       bit_depth=bit_depth, params=params)
         entries.append(_write_files(out, item, im, seed))

@@ -32,7 +32,7 @@ class Micro:
 
 
 def seeds(
-    shape: tuple[int, int], d_px: float, rng: np.random.Generator, *, hardcore: float
+    shape: tuple[int, int], *, d_px: float, hardcore: float, rng: np.random.Generator
 ) -> np.ndarray:
     """Hard-core Poisson seeds, mean cell equivalent diameter ~``d_px`` (float positions, (n, 2)).
 
@@ -50,11 +50,11 @@ def seeds(
 
 
 def microstructure(
-    shape: tuple[int, int], px_um: float, rng: np.random.Generator, *, params: SimParams
+    shape: tuple[int, int], *, px_um: float, rng: np.random.Generator, params: SimParams
 ) -> Micro:
     """Grains (additively weighted Voronoi), YSZ network around Ni agglomerates, and pores."""
     d_px = params.grain_d_um / px_um
-    pts = seeds(shape, d_px, rng, hardcore=params.hardcore)
+    pts = seeds(shape, d_px=d_px, hardcore=params.hardcore, rng=rng)
     phase = _cell_phases(shape, pts, d_px, px_um, rng, params)
     cell_phase = np.concatenate([[YSZ], phase]).astype(np.uint8)  # index 0 unused
     cells = _weighted_voronoi(shape, pts, phase, d_px, rng, params)
@@ -83,7 +83,7 @@ def _cell_phases(
     forms a connected matrix around Ni agglomerates. A little noise mixes the two.
     """
     n = len(pts)
-    coarse = seeds(shape, p.agglomerate_um / px_um, rng, hardcore=p.hardcore)
+    coarse = seeds(shape, d_px=p.agglomerate_um / px_um, hardcore=p.hardcore, rng=rng)
     k2 = min(2, len(coarse))
     dist, idx = cKDTree(coarse).query(pts, k=k2)
     if k2 == 2:
@@ -187,7 +187,7 @@ def _pore_potential(
 
 
 def oxidise(
-    truth0: np.ndarray, x_ox: float, px_um: float, rng: np.random.Generator, *, params: SimParams
+    truth0: np.ndarray, *, x_ox: float, px_um: float, rng: np.random.Generator, params: SimParams
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Turn a fraction ``x_ox`` of the Ni into NiO growing from the pore surfaces.
 

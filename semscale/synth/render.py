@@ -27,11 +27,11 @@ def _lut(values: tuple[float, ...]) -> np.ndarray:
 def render_sem(
     truth: np.ndarray,
     micro: Micro,
+    *,
     px_um: float,
     origin: tuple[int, int],
     full_shape: tuple[int, int],
     rng: np.random.Generator,
-    *,
     params: SimParams,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """SEM signal with detector noise, in 8-bit grey levels (float32, not yet clipped).
@@ -126,23 +126,24 @@ def _detector(img: np.ndarray, rng: np.random.Generator, p: SimParams) -> np.nda
 
 def render_eds(
     truth_pad: np.ndarray,
+    *,
     pad: int,
     shape: tuple[int, int],
-    f: int,
+    factor: int,
     shift: tuple[float, float],
     px_um: float,
     rng: np.random.Generator,
-    *,
     params: SimParams,
 ) -> dict[str, np.ndarray]:
-    """Poisson EDS count maps (uint16) of the ``shape`` core of ``truth_pad`` (``pad`` px each side).
+    """Poisson EDS count maps (uint16) of the ``shape`` core of ``truth_pad`` (``pad`` px each side),
+    ``factor`` (``f``) SEM px per EDS px, misregistered by ``shift`` (dy, dx) SEM px.
 
     See the :mod:`semscale.synth` docstring for the geometry. For speed the broadening runs on 2 × 2
     block means when ``f`` and ``pad`` are even: the block integral over ``f × f`` SEM px equals the
     integral over ``f/2 × f/2`` block means, so the only approximation is a 2-px box pre-filter
     (variance 0.25 px² next to σ² ≈ 60-100 px²).
     """
-    p = params
+    p, f = params, factor
     h, w = shape
     he, we = -(-h // f), -(-w // f)
     r = 2 if (f % 2 == 0 and pad % 2 == 0) else 1

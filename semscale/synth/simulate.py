@@ -93,15 +93,17 @@ def simulate(
         np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(4)
     )
     pad = _pad_px(px, f, p)
-    micro = microstructure((h + 2 * pad, w + 2 * pad), px, rng_micro, params=p)
+    micro = microstructure((h + 2 * pad, w + 2 * pad), px_um=px, rng=rng_micro, params=p)
     x_ox = oxidised_fraction(oxidation_min, params=p)
-    truth_pad, ox_info = oxidise(micro.truth0, x_ox, px, rng_ox, params=p)
-    sem_f, sem_info = render_sem(truth_pad, micro, px, (-pad, -pad), (h, w), rng_sem, params=p)
+    truth_pad, ox_info = oxidise(micro.truth0, x_ox=x_ox, px_um=px, rng=rng_ox, params=p)
+    sem_f, sem_info = render_sem(truth_pad, micro, px_um=px, origin=(-pad, -pad), full_shape=(h, w),
+                                 rng=rng_sem, params=p)
     core = (slice(pad, pad + h), slice(pad, pad + w))
     truth = np.ascontiguousarray(truth_pad[core])
     sem = _quantise(sem_f[core], bit_depth)
     shift = _eds_shift(rng_eds, p.eds_max_shift * f)
-    eds = render_eds(truth_pad, pad, (h, w), f, shift, px, rng_eds, params=p) if with_eds else {}
+    eds = render_eds(truth_pad, pad=pad, shape=(h, w), factor=f, shift=shift, px_um=px, rng=rng_eds,
+                     params=p) if with_eds else {}
     meta = {
         "generator": "semscale.synth", "version": __version__, "seed": int(seed), "shape": [h, w],
         "oxidation_min": float(oxidation_min), "pixel_size_um": px, "bit_depth": int(bit_depth),

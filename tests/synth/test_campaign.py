@@ -13,10 +13,10 @@ from semscale.synth.campaign import eds_indices, image_seed, time_token
 
 def test_time_tokens_and_eds_spread() -> None:
     assert [time_token(t) for t in (0, 5, 120, 2.5, 0.25)] == ["000", "005", "120", "2p5", "0p25"]
-    assert eds_indices(5, 3) == {0, 2, 4}
-    assert eds_indices(7, None) == {0, 2, 4, 6}
-    assert eds_indices(2, None) == {0} and eds_indices(3, 0) == set()
-    assert image_seed(0, 1) != image_seed(0, 2) != image_seed(1, 1)
+    assert eds_indices(5, n_eds=3) == {0, 2, 4}
+    assert eds_indices(7, n_eds=None) == {0, 2, 4, 6}
+    assert eds_indices(2, n_eds=None) == {0} and eds_indices(3, n_eds=0) == set()
+    assert image_seed(0, index=1) != image_seed(0, index=2) != image_seed(1, index=1)
 
 
 def test_add_to_store_round_trip(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from semscale.synth.params import DEFAULT_PARAMS
 def test_seeds_keep_their_hard_core_distance() -> None:
     rng = np.random.default_rng(0)
     d_px = 20.0
-    pts = seeds((300, 400), d_px, rng, hardcore=0.5)
+    pts = seeds((300, 400), d_px=d_px, hardcore=0.5, rng=rng)
     assert pts.shape[1] == 2 and len(pts) >= 4
     assert np.all((pts >= 0) & (pts < np.array([300, 400])))
     nearest, _ = cKDTree(pts).query(pts, k=2)
@@ -25,7 +25,7 @@ def test_seeds_keep_their_hard_core_distance() -> None:
 
 
 def test_microstructure_cells_and_phases() -> None:
-    m = microstructure((200, 240), 0.04458, np.random.default_rng(1), params=DEFAULT_PARAMS)
+    m = microstructure((200, 240), px_um=0.04458, rng=np.random.default_rng(1), params=DEFAULT_PARAMS)
     assert m.cells.shape == m.truth0.shape == m.gb_same.shape == (200, 240)
     assert m.cells.min() >= 1 and m.cells.max() <= m.n_cells
     assert set(np.unique(m.truth0)) == {PORE, NI, YSZ}  # no NiO before oxidation
@@ -37,11 +37,13 @@ def test_microstructure_cells_and_phases() -> None:
 
 
 def test_oxidise_hits_its_target_and_only_eats_ni_and_pores() -> None:
-    m = microstructure((200, 240), 0.04458, np.random.default_rng(2), params=DEFAULT_PARAMS)
-    same, info0 = oxidise(m.truth0, 0.0, 0.04458, np.random.default_rng(3), params=DEFAULT_PARAMS)
+    m = microstructure((200, 240), px_um=0.04458, rng=np.random.default_rng(2), params=DEFAULT_PARAMS)
+    same, info0 = oxidise(m.truth0, x_ox=0.0, px_um=0.04458, rng=np.random.default_rng(3),
+                          params=DEFAULT_PARAMS)
     np.testing.assert_array_equal(same, m.truth0)
     assert info0["oxidised_ni_fraction"] == 0.0
-    truth, info = oxidise(m.truth0, 0.4, 0.04458, np.random.default_rng(3), params=DEFAULT_PARAMS)
+    truth, info = oxidise(m.truth0, x_ox=0.4, px_um=0.04458, rng=np.random.default_rng(3),
+                          params=DEFAULT_PARAMS)
     assert abs(info["oxidised_ni_fraction"] - 0.4) < 0.02
     assert np.all(np.isin(m.truth0[truth == NIO], [PORE, NI]))
     np.testing.assert_array_equal(truth == YSZ, m.truth0 == YSZ)

@@ -12,8 +12,8 @@ from semscale.synth.render import render_eds
 
 def test_render_eds_of_pure_ysz_counts_rate_and_background() -> None:
     truth = np.full((136, 136), YSZ, np.uint8)
-    maps = render_eds(truth, 20, (96, 96), 4, (0.0, 0.0), 0.04458, np.random.default_rng(0),
-                      params=DEFAULT_PARAMS)
+    maps = render_eds(truth, pad=20, shape=(96, 96), factor=4, shift=(0.0, 0.0), px_um=0.04458,
+                      rng=np.random.default_rng(0), params=DEFAULT_PARAMS)
     assert list(maps) == list(ELEMENTS)
     for e, el in enumerate(ELEMENTS):
         assert maps[el].shape == (24, 24) and maps[el].dtype == np.uint16
