@@ -22,6 +22,7 @@ Builds a small store of simulated images (chunks 1024 px, the ingest default), t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -29,6 +30,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -108,7 +110,7 @@ def fit_step_seconds(ds: object, *, filters: tuple[int, ...], epochs: int, seed:
     return per_epoch
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--paper", action="store_true", help="filters 16..256, patch 256, batch 32")
     ap.add_argument("--filters", type=int, nargs="+", default=[8, 16, 32, 64])
@@ -125,32 +127,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.paper:
         args.filters, args.patch, args.batch = [16, 32, 64, 128, 256], 256, 32
-    filters = tuple(args.filters)
+    return args
 
-    tmp = tempfile.TemporaryDirectory() if args.store is None else None
-    root = Path(tmp.name) if tmp else args.store
-    t0 = time.perf_counter()
-    store = build_store(root / "bench.zarr", size=args.size, n_images=args.images)
-    print(f"store: {args.images} simulated images of {args.size}² px, chunks 1024 ({time.perf_counter() - t0:.1f} s)")
 
-    from semscale.training.sampler import PatchDataset, make_split
-
-    split = make_split(store, patch_size=args.patch, seed=0)
-
-    def dataset(in_memory: bool) -> object:
-        return PatchDataset(store, split, batch_size=args.batch, steps_per_epoch=args.steps, seed=1,
-                            in_memory=in_memory, workers=args.workers)
-
-    res: dict[str, object] = {
-        "device": device_name(), "filters": list(filters), "patch": args.patch, "batch": args.batch,
-        "steps": args.steps, "epochs": args.epochs, "workers": args.workers, "image_size": args.size,
-    }
-    for mode, mem in (("zarr", False), ("memory", True)):
-        ds = dataset(mem)
-        ds.batch(0, 0)  # warm up (in-memory: loads the images)
-        res[f"sampler_1thread_{mode}_windows_per_s"] = sampler_rate(ds, max(4, args.steps // 2))
-        res[f"sampler_prefetch_{mode}_windows_per_s"] = prefetch_rate(dataset(mem))
-
+def model_alone(dataset: Any, args: argparse.Namespace, filters: tuple[int, ...]) -> dict[str, float]:
+    """Training steps/s of the model on one fixed in-memory batch (``train_on_batch``)."""
     import keras
 
     from semscale.training.unet import build_unet
@@ -165,10 +146,13 @@ def main() -> None:
     for _ in range(n):
         model.train_on_batch(x, y)
     step = (time.perf_counter() - t0) / n
-    res["model_alone_s_per_step"] = step
-    res["model_alone_windows_per_s"] = args.batch / step
+    return {"model_alone_s_per_step": step, "model_alone_windows_per_s": args.batch / step}
 
-    # Alternate the two modes (repeats times) so that a change in machine load hits both alike.
+
+def fit_modes(dataset: Any, args: argparse.Namespace, filters: tuple[int, ...]) -> dict[str, Any]:
+    """``model.fit`` seconds per step, streamed from Zarr vs in memory, the modes alternating ``repeats`` times
+    (so that a change in machine load hits both alike)."""
+    res: dict[str, Any] = {}
     steady: dict[str, list[float]] = {"zarr": [], "memory": []}
     for _ in range(args.repeats):
         for mode, mem in (("zarr", False), ("memory", True)):
@@ -178,7 +162,10 @@ def main() -> None:
     for mode in steady:
         res[f"fit_{mode}_s_per_step"] = statistics.median(steady[mode])
     res["fit_zarr_over_memory"] = res["fit_zarr_s_per_step"] / res["fit_memory_s_per_step"]
+    return res
 
+
+def print_table(res: dict[str, Any], args: argparse.Namespace, filters: tuple[int, ...]) -> None:
     print(f"device: {res['device']}")
     print(f"U-Net filters {list(filters)}, {args.patch}² px windows, batch {args.batch}, {args.workers} workers")
     print(f"{'sampler, 1 thread, Zarr':<34} {res['sampler_1thread_zarr_windows_per_s']:9.1f} windows/s")
@@ -190,6 +177,41 @@ def main() -> None:
     print(f"{'fit, streamed from Zarr':<34} {res['fit_zarr_s_per_step']:9.3f} s/step")
     print(f"{'fit, in-memory NumPy':<34} {res['fit_memory_s_per_step']:9.3f} s/step")
     print(f"{'Zarr / memory':<34} {res['fit_zarr_over_memory']:9.3f}")
+
+
+def main() -> None:
+    args = parse_args()
+    filters = tuple(args.filters)
+    tmp = tempfile.TemporaryDirectory() if args.store is None else None
+    root = Path(tmp.name) if tmp else args.store
+    t0 = time.perf_counter()
+    store = build_store(root / "bench.zarr", size=args.size, n_images=args.images)
+    print(f"store: {args.images} simulated images of {args.size}² px, chunks 1024 ({time.perf_counter() - t0:.1f} s)")
+
+    from semscale.config import TrainingConfig
+    from semscale.training.dataset import PatchDataset
+    from semscale.training.splits import make_split
+
+    cfg = TrainingConfig(patch_size=args.patch, batch_size=args.batch, steps_per_epoch=args.steps, seed=0,
+                         workers=args.workers, filters=filters, dropout=(0.1,) * len(filters))
+    split = make_split(store, cfg)
+
+    def dataset(in_memory: bool) -> Any:
+        # member 1: window seed 1, split seed 0
+        return PatchDataset(store, split, dataclasses.replace(cfg, in_memory=in_memory), member=1)
+
+    res: dict[str, Any] = {
+        "device": device_name(), "filters": list(filters), "patch": args.patch, "batch": args.batch,
+        "steps": args.steps, "epochs": args.epochs, "workers": args.workers, "image_size": args.size,
+    }
+    for mode, mem in (("zarr", False), ("memory", True)):
+        ds = dataset(mem)
+        ds.batch(0, 0)  # warm up (in-memory: loads the images)
+        res[f"sampler_1thread_{mode}_windows_per_s"] = sampler_rate(ds, max(4, args.steps // 2))
+        res[f"sampler_prefetch_{mode}_windows_per_s"] = prefetch_rate(dataset(mem))
+    res.update(model_alone(dataset, args, filters))
+    res.update(fit_modes(dataset, args, filters))
+    print_table(res, args, filters)
     if args.json:
         args.json.write_text(json.dumps(res, indent=2, default=float))
     if tmp:

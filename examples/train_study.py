@@ -8,7 +8,7 @@ On simulated Ni/YSZ images (ground truth known), this script
 2. makes the automatic EDS-guided targets ``labels/target`` with :func:`semscale.labelling.label_store`
    (``--targets truth`` copies the ground truth instead: a stand-in for debugging only, which proves
    nothing about the claim);
-3. trains one U-Net on the targets of the training images (:func:`semscale.training.fit.train_model`);
+3. trains one U-Net on the targets of the training images (:func:`semscale.training.fit.train_member`);
 4. segments the held-out images whole (fully convolutional, reflection padding) and scores the targets and
    the U-Net against the ground truth (accuracy, mean IoU, per class).
 
@@ -94,7 +94,7 @@ class TimeBudget:
         return _Budget()
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("train-study"))
     ap.add_argument("--size", type=int, default=768, help="image edge (px)")
@@ -118,53 +118,46 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="reuse the store (and its targets) if present")
     ap.add_argument("--score-only", action="store_true",
                     help="with --reuse: score the model already trained in the store, do not train")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args.out.mkdir(parents=True, exist_ok=True)
-    t_all = time.perf_counter()
+    return ap.parse_args()
 
-    from semscale.store import open_store
 
-    if args.reuse and (args.out / "study.zarr" / "zarr.json").exists():
-        store = open_store(args.out / "study.zarr")
-    else:
-        store = build_store(args.out, size=args.size, train_times=args.train_times, test_times=args.test_times,
-                            seed=args.seed)
-    ids = store.image_ids()
-    t_label = time.perf_counter()
-    if not all(store.has_labels(i, "target") for i in ids):
-        if args.targets == "auto":
-            from semscale.labelling import label_store
+def make_targets(store: object, ids: list[str], how: str) -> None:
+    """``labels/target`` of every image: automatic EDS-guided labels, or (``truth``) the ground truth."""
+    if all(store.has_labels(i, "target") for i in ids):
+        return
+    if how == "auto":
+        from semscale.labelling import label_store
 
-            label_store(store, ids, overwrite=True, n_jobs=2)
-        else:
-            log.warning("STAND-IN: targets are the ground truth (--targets truth); the claim is not tested")
-            for i in ids:
-                store.write_labels(i, "target", store.labels(i, "truth"), attrs={"method": "truth stand-in"})
-    label_s = time.perf_counter() - t_label
-    classes = list(store.classes)
+        label_store(store, ids, overwrite=True, n_jobs=2)
+        return
+    log.warning("STAND-IN: targets are the ground truth (--targets truth); the claim is not tested")
+    for i in ids:
+        store.write_labels(i, "target", store.labels(i, "truth"), attrs={"method": "truth stand-in"})
 
-    from semscale.kernels.norm import apply_norm
-    from semscale.training.fit import train_model
-    from semscale.training.unet import load_model
 
-    t_train = time.perf_counter()
-    depth = len(args.filters) - 1
-    member = store.model_dir(args.name) / "member_0.keras"
+def train(store: object, args: argparse.Namespace) -> tuple[dict, float]:
+    """The member's sidecar and the training time (s): trained now, or (``--score-only``) as it is."""
+    from semscale.config import TrainingConfig
+    from semscale.training.fit import train_member
+
     if args.score_only:
-        side = json.loads(member.with_suffix(".json").read_text())
+        side = json.loads(store.member_file(args.name, 0, "sidecar").read_text())
         previous = args.out / f"{args.name}_results.json"
-        train_s = json.loads(previous.read_text())["seconds"]["training"] if previous.exists() else float("nan")
-    else:
-        side = train_model(
-            store, name=args.name, patch_size=args.patch, batch_size=args.batch, epochs=args.epochs,
-            steps_per_epoch=args.steps, learning_rate=args.lr, filters=tuple(args.filters),
-            dropout=tuple([0.1] * len(args.filters)), seed=args.seed, test_tiles_fraction=args.test_tiles,
-            ignore_boundary_px=args.ignore_boundary, resume=False, workers=2,
-            callbacks=[TimeBudget(args.budget_min)],
-        )
-        train_s = time.perf_counter() - t_train
-    model, _ = load_model(member)
+        return side, json.loads(previous.read_text())["seconds"]["training"] if previous.exists() else float("nan")
+    t_train = time.perf_counter()
+    cfg = TrainingConfig(
+        name=args.name, patch_size=args.patch, batch_size=args.batch, epochs=args.epochs,
+        steps_per_epoch=args.steps, learning_rate=args.lr, filters=tuple(args.filters),
+        dropout=tuple([0.1] * len(args.filters)), seed=args.seed, test_tiles_fraction=args.test_tiles,
+        ignore_boundary_px=args.ignore_boundary, workers=2,
+    )
+    side = train_member(store, cfg, member=0, resume=False, callbacks=[TimeBudget(args.budget_min)])
+    return side, time.perf_counter() - t_train
+
+
+def score_images(store: object, model: object, ids: list[str], multiple: int, classes: list[str]) -> dict:
+    """Per image: targets, U-Net and U-Net + TTA against the truth, and U-Net against the targets."""
+    from semscale.kernels.norm import apply_norm
 
     rows = {}
     for i in ids:
@@ -172,8 +165,8 @@ def main() -> None:
         target = store.labels(i, "target").compute()
         image = apply_norm(np.asarray(store.sem_array(i)[...]), store.norm(i))
         t0 = time.perf_counter()
-        pred = segment_whole(model, image, 2**depth)
-        pred_tta = segment_whole(model, image, 2**depth, tta=True)
+        pred = segment_whole(model, image, multiple)
+        pred_tta = segment_whole(model, image, multiple, tta=True)
         rows[i] = {
             "role": store.image_attrs(i).get("role"),
             "target_vs_truth": score(truth, target, classes),
@@ -182,15 +175,40 @@ def main() -> None:
             "unet_vs_target": score(target, pred, classes),
             "predict_seconds": round(time.perf_counter() - t0, 2),
         }
+    return rows
 
-    def pooled(role: str, key: str) -> dict:
-        cm = sum(np.array(r[key]["confusion"]) for r in rows.values() if r["role"] == role)
-        from semscale.analysis.metrics import scores_from_confusion
 
-        s = scores_from_confusion(cm, classes=classes)
-        return {"accuracy": s["accuracy"], "mean_iou": s["mean_iou"],
-                "iou": {c: s["per_class"][c]["iou"] for c in classes}}
+def pooled(rows: dict, role: str, key: str, classes: list[str]) -> dict:
+    """Scores of comparison ``key`` over the images of ``role`` (summed confusion matrices)."""
+    from semscale.analysis.metrics import scores_from_confusion
 
+    cm = sum(np.array(r[key]["confusion"]) for r in rows.values() if r["role"] == role)
+    s = scores_from_confusion(cm, classes=classes)
+    return {"accuracy": s["accuracy"], "mean_iou": s["mean_iou"], "iou": {c: s["per_class"][c]["iou"] for c in classes}}
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+
+    from semscale.store import open_store
+    from semscale.training.unet import load_model
+
+    if args.reuse and (args.out / "study.zarr" / "zarr.json").exists():
+        store = open_store(args.out / "study.zarr")
+    else:
+        store = build_store(args.out, size=args.size, train_times=args.train_times, test_times=args.test_times,
+                            seed=args.seed)
+    ids = store.image_ids()
+    t_label = time.perf_counter()
+    make_targets(store, ids, args.targets)
+    label_s = time.perf_counter() - t_label
+    classes = list(store.classes)
+    side, train_s = train(store, args)
+    model, _ = load_model(store.member_file(args.name, 0, "model"))
+    rows = score_images(store, model, ids, 2 ** (len(args.filters) - 1), classes)
     summary = {
         "targets": args.targets,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -199,11 +217,9 @@ def main() -> None:
                     "total": round(time.perf_counter() - t_all, 1)},
         "epochs_trained": side["epochs_trained"], "best_epoch": side["best_epoch"],
         "val_tiles": {"accuracy_vs_target": side["val_accuracy"], "mean_iou_vs_target": side["val_mean_iou"]},
-        "held_out": {"target_vs_truth": pooled("predict", "target_vs_truth"),
-                     "unet_vs_truth": pooled("predict", "unet_vs_truth"),
-                     "unet_tta_vs_truth": pooled("predict", "unet_tta_vs_truth")},
-        "train_images": {"target_vs_truth": pooled("train", "target_vs_truth"),
-                         "unet_vs_truth": pooled("train", "unet_vs_truth")},
+        "held_out": {k: pooled(rows, "predict", k, classes)
+                     for k in ("target_vs_truth", "unet_vs_truth", "unet_tta_vs_truth")},
+        "train_images": {k: pooled(rows, "train", k, classes) for k in ("target_vs_truth", "unet_vs_truth")},
         "images": rows,
     }
     (args.out / f"{args.name}_results.json").write_text(json.dumps(summary, indent=2))

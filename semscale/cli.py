@@ -8,6 +8,7 @@ traceback).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -165,19 +166,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from semscale.io.ingest import ingest_campaign
     from semscale.pipeline import train
-    from semscale.training.fit import format_models, list_models
+    from semscale.store.models import format_models, list_models
 
     config = _load(args.config)
     store = ingest_campaign(config)
-    if args.scheduler or ((args.ensemble or config.training.ensemble) > 1 and args.parallel):
+    tc = config.training
+    config = dataclasses.replace(config, training=dataclasses.replace(
+        tc, ensemble=args.ensemble or tc.ensemble, epochs=args.epochs or tc.epochs,
+        steps_per_epoch=args.steps or tc.steps_per_epoch))
+    if args.scheduler or (config.training.ensemble > 1 and args.parallel):
         from semscale.runtime.cluster import get_client
 
         with get_client(**args.cluster_kwargs(config)) as client:
-            train(config, store, client=client, ensemble=args.ensemble, epochs=args.epochs,
-                  steps_per_epoch=args.steps, fresh=args.fresh)
+            train(config, store, client=client, fresh=args.fresh)
     else:
-        train(config, store, ensemble=args.ensemble, epochs=args.epochs, steps_per_epoch=args.steps,
-              fresh=args.fresh)
+        train(config, store, fresh=args.fresh)
     _print(format_models([m for m in list_models(store) if m["name"] == config.training.name]))
     return 0
 
@@ -185,7 +188,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 @_command("models")
 def _cmd_models(args: argparse.Namespace) -> int:
     from semscale.store import open_store
-    from semscale.training.fit import format_models, list_models
+    from semscale.store.models import format_models, list_models
 
     models = list_models(open_store(_store_path(args.store), mode="r"))
     if args.json:

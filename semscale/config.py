@@ -78,7 +78,12 @@ class LabellingConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """U-Net training; defaults follow the published method (256² patches, batch 32, Adam 1e-3)."""
+    """U-Net training; defaults follow the published method (256² patches, batch 32, Adam 1e-3).
+
+    The only home of every training option: :func:`semscale.training.fit.train_member`,
+    :func:`semscale.training.ensemble.train_ensemble` and the patch sampler read them from here; overrides
+    (CLI ``--epochs``, ``--ensemble``, ``--steps``) build a new section with ``dataclasses.replace``.
+    """
 
     name: str = "unet"
     """Model name: members are stored as ``models/<name>/member_k.keras``."""
@@ -87,16 +92,49 @@ class TrainingConfig:
     batch_size: int = 32
     epochs: int = 250
     steps_per_epoch: int | None = None
+    """Batches per epoch; null: 10 windows per training tile (the paper's 10 augmented patches per tile)."""
     learning_rate: float = 1e-3
     filters: tuple[int, ...] = (16, 32, 64, 128, 256)
     dropout: tuple[float, ...] = (0.1, 0.1, 0.2, 0.2, 0.3)
     augment: bool = True
+    """Dihedral flips/rotations, blur, contrast, brightness and Gaussian–Poisson noise on the fly."""
     ensemble: int = 1
+    """Number of ensemble members (member k trains with seed ``seed + k``)."""
     split: Literal["tiles", "images"] = "tiles"
     test_tiles_fraction: float = 140 / 1232
     """Share of the P×P tile grid held out as test tiles (the paper: 140 of 1232)."""
     seed: int = 0
     mixed_precision: Literal["auto", "on", "off"] = "auto"
+    """float16 compute: ``auto`` on a GPU only."""
+    n_test_tiles: int | None = None
+    """Number of test tiles; null: ``round(test_tiles_fraction × tiles)``."""
+    rare_fraction: float = 0.3
+    """Share of windows centred on a pixel of a rare class."""
+    rare_threshold: float | None = None
+    """A class is rare below this share of the labelled training area; null: ``0.5 / n_classes``."""
+    ignore_boundary_px: float = 0.0
+    """Target pixels within this distance (px) of another class are left out of the loss."""
+    monitor: Literal["val_mean_iou", "val_accuracy", "loss"] = "val_mean_iou"
+    """What chooses the best epoch (the exported weights)."""
+    jit_compile: bool | Literal["auto"] = "auto"
+    """Keras' XLA switch (``auto``: where the backend supports it; false starts faster)."""
+    threads: int | None = None
+    """TensorFlow CPU threads per member (e.g. 1 for one-thread Dask workers); null: TensorFlow's choice."""
+    workers: int = 2
+    """Threads (or processes) of the sampler that prefetch batches while the model trains."""
+    use_multiprocessing: bool = False
+    max_queue_size: int = 8
+    """Batches the sampler's workers prefetch."""
+    in_memory: bool = False
+    """Read each training image whole into memory instead of slicing windows out of Zarr (small campaigns)."""
+    cache_mb: float = 512.0
+    """LRU cache of decoded Zarr chunks shared by the sampler's workers (MiB; 0: none)."""
+    verbose: int = 0
+    """Keras ``fit`` verbosity (0: the one log line per epoch only)."""
+    first_member: int = 0
+    """Members ``first_member .. first_member + ensemble - 1`` are trained (to add members later)."""
+    retries: int = 1
+    """How often a failed member task is retried on the cluster (it resumes from its checkpoint)."""
 
     def __post_init__(self) -> None:
         _check(bool(ID_PATTERN.match(self.name)), "training.name", "a name of [A-Za-z0-9_.-]", self.name)
@@ -105,14 +143,30 @@ class TrainingConfig:
                "at least two positive integers", list(self.filters))
         _check(len(self.dropout) == len(self.filters), "training.dropout",
                f"{len(self.filters)} rates (one per level of `filters`)", list(self.dropout))
+        _check(all(0 <= r < 1 for r in self.dropout), "training.dropout", "rates in [0, 1)", list(self.dropout))
         _check(self.patch_size >= 2**depth and self.patch_size % 2**depth == 0, "training.patch_size",
                f"a multiple of {2**depth} (2**poolings)", self.patch_size)
-        _check(self.batch_size >= 1, "training.batch_size", "an integer >= 1", self.batch_size)
-        _check(self.epochs >= 1, "training.epochs", "an integer >= 1", self.epochs)
+        for key, least, optional in (("batch_size", 1, False), ("epochs", 1, False), ("ensemble", 1, False),
+                                     ("workers", 1, False), ("max_queue_size", 1, False), ("first_member", 0, False),
+                                     ("retries", 0, False), ("steps_per_epoch", 1, True), ("threads", 1, True),
+                                     ("n_test_tiles", 0, True)):
+            value = getattr(self, key)
+            _check((optional and value is None) or (value is not None and value >= least), f"training.{key}",
+                   f"an integer >= {least}" + (" or null" if optional else ""), value)
+        for key, choices in (("split", ("tiles", "images")), ("mixed_precision", ("auto", "on", "off")),
+                             ("monitor", ("val_mean_iou", "val_accuracy", "loss")),
+                             ("jit_compile", (True, False, "auto")), ("verbose", (0, 1, 2))):
+            _check(getattr(self, key) in choices, f"training.{key}", "one of " + ", ".join(map(repr, choices)),
+                   getattr(self, key))
         _check(self.learning_rate > 0, "training.learning_rate", "a positive number", self.learning_rate)
-        _check(self.ensemble >= 1, "training.ensemble", "an integer >= 1", self.ensemble)
         _check(0 <= self.test_tiles_fraction < 1, "training.test_tiles_fraction", "a number in [0, 1)",
                self.test_tiles_fraction)
+        _check(0 <= self.rare_fraction <= 1, "training.rare_fraction", "a number in [0, 1]", self.rare_fraction)
+        _check(self.rare_threshold is None or 0 < self.rare_threshold < 1, "training.rare_threshold",
+               "a number in (0, 1) or null", self.rare_threshold)
+        _check(self.ignore_boundary_px >= 0, "training.ignore_boundary_px", "a number >= 0 (px)",
+               self.ignore_boundary_px)
+        _check(self.cache_mb >= 0, "training.cache_mb", "a number >= 0 (MiB)", self.cache_mb)
 
 
 @dataclass(frozen=True)

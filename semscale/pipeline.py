@@ -7,14 +7,18 @@ interruption continues where it stopped and an unchanged campaign is a fast no-o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from semscale.config import CampaignConfig
 from semscale.errors import StoreError
 from semscale.synth.demo import write_demo_campaign
+
+if TYPE_CHECKING:
+    from semscale.store.layout import CampaignStore
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +45,14 @@ def label(config: CampaignConfig, store: Any, *, overwrite: bool = False, client
                        scribbles=scribbles or None, n_jobs=lc.n_jobs, client=client)
 
 
-def train(config: CampaignConfig, store: Any, *, client: Any = None, ensemble: int | None = None,
-          epochs: int | None = None, steps_per_epoch: int | None = None,
+def train(config: CampaignConfig, store: CampaignStore, *, client: Any = None,
           fresh: bool = False) -> list[dict[str, Any]]:
-    """Train the config's model (``training``; ``ensemble`` members) on its ``role: train`` images."""
-    from semscale.training.fit import train_ensemble
+    """Train the config's model (section ``training``, passed whole) on its ``role: train`` images.
+
+    Overrides (CLI ``--epochs``, ``--ensemble``, ``--steps``) are the caller's: it passes a config whose
+    ``training`` section was rebuilt with ``dataclasses.replace``. ``fresh`` starts every member over.
+    """
+    from semscale.training.ensemble import train_ensemble
 
     tc = config.training
     ids = [e.id for e in config.images if e.role == "train" and store.has_labels(e.id, tc.label_source)]
@@ -56,14 +63,7 @@ def train(config: CampaignConfig, store: Any, *, client: Any = None, ensemble: i
         )
     if tc.split == "images":
         ids += [e.id for e in config.images if e.role == "test" and store.has_labels(e.id, tc.label_source)]
-    return train_ensemble(
-        store, members=ensemble or tc.ensemble, client=client, name=tc.name, image_ids=ids,
-        label_source=tc.label_source, patch_size=tc.patch_size, batch_size=tc.batch_size,
-        epochs=epochs or tc.epochs, steps_per_epoch=steps_per_epoch or tc.steps_per_epoch,
-        learning_rate=tc.learning_rate, filters=tc.filters, dropout=tc.dropout, augment=tc.augment,
-        seed=tc.seed, split=tc.split, test_tiles_fraction=tc.test_tiles_fraction,
-        mixed_precision=tc.mixed_precision, resume=not fresh,
-    )
+    return train_ensemble(store, tc, image_ids=ids, client=client, resume=not fresh)
 
 
 def predict(config: CampaignConfig, store: Any, *, image_ids: Sequence[str] | None = None, client: Any = None,
@@ -139,7 +139,10 @@ def run_campaign(
         if "train" in stages:
             # Members train in this process (one after another on CPU) unless the caller passed a cluster,
             # so TensorFlow does not compete with the labelling/prediction workers for the cores.
-            sidecars = train(config, store, client=client, ensemble=ensemble, epochs=epochs)
+            tc = config.training
+            trained = dataclasses.replace(config, training=dataclasses.replace(
+                tc, ensemble=ensemble or tc.ensemble, epochs=epochs or tc.epochs))
+            sidecars = train(trained, store, client=client)
             summary["train"] = [{k: s.get(k) for k in ("member", "val_accuracy", "val_mean_iou", "path")}
                                 for s in sidecars]
         if "predict" in stages:

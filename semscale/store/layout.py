@@ -455,6 +455,14 @@ class CampaignStore:
         if key in self.root:
             del self.root[key]
 
+    # --- training (helper) ---------------------------------------------------------------------------
+    def label_levels(self, image_id: str, name: str) -> int:
+        """Number of pyramid levels (``0, 1, ...``) of label image ``name`` of ``image_id``."""
+        self.label_array(image_id, name)  # raises a clear error when missing
+        group = self.root[paths.label(image_id, name)]
+        assert isinstance(group, zarr.Group)
+        return len([k for k in group.array_keys() if k.isdigit()])
+
     # --- summary -----------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         """What the store holds and which stages are complete, per image (used by ``semscale info``)."""

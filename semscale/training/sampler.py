@@ -1,348 +1,49 @@
-"""Training data streamed from the store: leakage-free splits, window sampling, augmentation.
+"""Random, augmented training windows streamed from the store (keras-free; see :mod:`.dataset`).
 
-* **Splits** (:func:`make_split`): the paper's protocol. Each training image's area is divided into a grid
-  of P×P tiles (``floor(H/P) × floor(W/P)``, anchored at the top-left corner); a random share of all tiles
-  (pooled over images; the paper: 140 of 1232) is held out as *test tiles*. Training windows are drawn at
-  random positions but **never overlap a test tile** (windows that would are rejected). Whole images are
-  held out by their ``role`` (``test``/``predict`` images are never read for training). With
-  ``kind="images"`` no tiles are held out and the grid tiles of ``role: test`` images validate instead.
-  The split is a small frozen dataclass that round-trips to a dict, recorded in every model sidecar.
-* **Sampling** (:class:`PatchDataset`): a ``keras.utils.PyDataset`` (backend-agnostic; thread or process
-  workers prefetch batches while the model trains) that slices P×P windows straight out of the Zarr arrays
-  of the SEM image and a label image (``labels/target`` by default), normalises them with the image's stored
-  normalisation (:func:`semscale.kernels.norm.apply_norm`, exactly as inference does) and augments them on the fly.
-  Positions and augmentations depend only on ``(seed, epoch, batch index, slot)``, so a run is reproducible
-  for a seed whatever the number of workers, and every epoch draws new windows.
+:class:`PatchSampler` slices P×P windows straight out of the Zarr arrays of the SEM image and a label image
+(``labels/target`` by default), normalises them with the image's stored normalisation
+(:func:`semscale.kernels.norm.apply_norm`, exactly as inference does) and augments them on the fly
+(:mod:`semscale.training.augment`). Positions and augmentations depend only on
+``(seed, epoch, batch index, slot)``, so a run is reproducible for a seed whatever the number of workers,
+and every epoch draws new windows. :class:`semscale.training.dataset.PatchDataset` is the same sampler as a
+``keras.utils.PyDataset`` (prefetching workers), the one the training uses.
+
 * **Rare phases:** a share of windows (``rare_fraction``) is centred on a pixel of a rare class (a class
   whose share of the labelled training area is below ``rare_threshold``), found on a coarse level of the
   label pyramid, so thin or scarce phases are present in most batches.
 * **Noisy targets:** with ``ignore_boundary_px`` r > 0, target pixels within r px of another class are
   ignored by the loss (automatic targets err mostly at phase boundaries); the network then learns from
   the reliable interiors and places boundaries from the SEM evidence.
-* **Augmentation** (:func:`augment_pair`, pure numpy): the 8 dihedral flips/rotations applied identically
-  to image and labels; Gaussian blur, contrast, brightness and Gaussian–Poisson noise
-  ``I' = Poisson(I·C)/C + N(0, σ)`` (C = 255) on the image only.
+* **Reading:** decoded chunks are kept in a byte-bounded LRU cache (:class:`ChunkCache`) shared by the
+  worker threads, or (``in_memory``) each image is read whole on first use.
 
 Labels are uint8 class indices; 255 (:data:`semscale.IGNORE_LABEL`) marks pixels the loss ignores.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import threading
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from semscale import IGNORE_LABEL
+from semscale.config import TrainingConfig
 from semscale.errors import ConfigError, StoreError
 from semscale.kernels.norm import apply_norm
+from semscale.store.layout import CampaignStore
+from semscale.training.augment import Augment, augment_pair
+from semscale.training.splits import TileSplit, window_overlaps_tiles
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "PAPER_TEST_FRACTION",
-    "Augment",
-    "CachedArray",
-    "ChunkCache",
-    "PatchDataset",  # noqa: F822 - built lazily by __getattr__ (imports Keras)
-    "TileSplit",
-    "augment_pair",
-    "dihedral",
-    "load_tiles",
-    "make_split",
-    "read_window",
-    "split_tiles",
-    "training_image_ids",
-    "window_overlaps_tiles",
-]
+__all__ = ["CachedArray", "ChunkCache", "PatchSampler", "load_tiles", "read_window"]
 
-PAPER_TEST_FRACTION = 140 / 1232
-"""Share of grid tiles held out as test tiles in the published protocol (140 of 1232 tiles)."""
-
-_HELD_OUT_ROLES = ("test", "predict")
 _MAX_CANDIDATES = 20_000
 """At most this many rare-class window centres are kept per class and image."""
-
-
-# --- splits --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TileSplit:
-    """Which image areas may train and which validate (all coordinates in level-0 SEM pixels).
-
-    ``test_tiles[id]`` lists grid tiles ``(ty, tx)`` covering rows ``[ty*P, (ty+1)*P)`` and columns
-    ``[tx*P, (tx+1)*P)`` of training image ``id``; no training window intersects any of them.
-    """
-
-    kind: str
-    """``"tiles"`` (tiles held out inside training images) or ``"images"`` (whole images only)."""
-    patch_size: int
-    seed: int
-    train_images: tuple[str, ...]
-    held_out_images: tuple[str, ...]
-    """Images excluded from training by role (``test``/``predict``) or by the caller."""
-    val_images: tuple[str, ...]
-    """With ``kind="images"``: images whose grid tiles validate (role ``test``)."""
-    shapes: Mapping[str, tuple[int, int]]
-    test_tiles: Mapping[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
-
-    @property
-    def n_tiles(self) -> int:
-        """Number of grid tiles over the training images."""
-        p = self.patch_size
-        return sum((h // p) * (w // p) for i, (h, w) in self.shapes.items() if i in self.train_images)
-
-    @property
-    def n_test_tiles(self) -> int:
-        return sum(len(t) for t in self.test_tiles.values())
-
-    def test_mask(self, image_id: str) -> np.ndarray:
-        """Boolean ``(floor(H/P), floor(W/P))`` grid, True on test tiles."""
-        h, w = self.shapes[image_id]
-        mask = np.zeros((h // self.patch_size, w // self.patch_size), bool)
-        for ty, tx in self.test_tiles.get(image_id, ()):
-            mask[ty, tx] = True
-        return mask
-
-    def val_tiles(self) -> list[tuple[str, int, int]]:
-        """Validation tiles as ``(image_id, y0, x0)`` (top-left corner, px), in a fixed order."""
-        p = self.patch_size
-        out = [(i, ty * p, tx * p) for i in sorted(self.test_tiles) for ty, tx in self.test_tiles[i]]
-        for i in self.val_images:
-            h, w = self.shapes[i]
-            out += [(i, ty * p, tx * p) for ty in range(h // p) for tx in range(w // p)]
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "patch_size": self.patch_size,
-            "seed": self.seed,
-            "train_images": list(self.train_images),
-            "held_out_images": list(self.held_out_images),
-            "val_images": list(self.val_images),
-            "shapes": {k: list(v) for k, v in self.shapes.items()},
-            "test_tiles": {k: [list(t) for t in v] for k, v in self.test_tiles.items()},
-            "n_tiles": self.n_tiles,
-            "n_test_tiles": self.n_test_tiles,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TileSplit:
-        return cls(
-            kind=str(data["kind"]),
-            patch_size=int(data["patch_size"]),
-            seed=int(data["seed"]),
-            train_images=tuple(data["train_images"]),
-            held_out_images=tuple(data.get("held_out_images", ())),
-            val_images=tuple(data.get("val_images", ())),
-            shapes={k: (int(v[0]), int(v[1])) for k, v in data["shapes"].items()},
-            test_tiles={k: tuple((int(t[0]), int(t[1])) for t in v) for k, v in data["test_tiles"].items()},
-        )
-
-
-def split_tiles(
-    shapes: Mapping[str, tuple[int, int]],
-    *,
-    patch_size: int,
-    test_fraction: float = PAPER_TEST_FRACTION,
-    n_test: int | None = None,
-    seed: int = 0,
-) -> dict[str, tuple[tuple[int, int], ...]]:
-    """Pick test tiles at random from the pooled P×P grids of images of the given ``(H, W)`` shapes (px).
-
-    ``n_test`` (or ``round(test_fraction * n_tiles)``) tiles are drawn without replacement; the result
-    maps each image id to its sorted test tiles ``(ty, tx)``. Pure and deterministic for a seed.
-    """
-    p = int(patch_size)
-    ids = sorted(shapes)
-    all_tiles = [(i, ty, tx) for i in ids for ty in range(shapes[i][0] // p) for tx in range(shapes[i][1] // p)]
-    if n_test is None:
-        n_test = round(test_fraction * len(all_tiles))
-    if not 0 <= n_test <= len(all_tiles):
-        raise ConfigError(
-            f"Expected at most {len(all_tiles)} test tiles (the {p}×{p} grid of the training images) for "
-            f"`n_test`. Got {n_test}. Lower `test_tiles_fraction` or the patch size."
-        )
-    rng = np.random.default_rng([int(seed), 0x5EED])
-    pick = rng.choice(len(all_tiles), size=n_test, replace=False) if n_test else np.empty(0, int)
-    out: dict[str, list[tuple[int, int]]] = {i: [] for i in ids}
-    for k in pick:
-        i, ty, tx = all_tiles[int(k)]
-        out[i].append((ty, tx))
-    return {i: tuple(sorted(v)) for i, v in out.items()}
-
-
-def window_overlaps_tiles(mask: np.ndarray, y: int, x: int, patch_size: int) -> bool:
-    """Whether the P×P window with top-left ``(y, x)`` (px) intersects a True tile of grid ``mask``.
-
-    A window overlaps at most 2×2 grid tiles; tiles beyond the grid (the image's remainder border) are
-    never test tiles.
-    """
-    p = patch_size
-    ty0, tx0 = y // p, x // p
-    ty1, tx1 = (y + p - 1) // p, (x + p - 1) // p
-    return bool(mask[ty0 : ty1 + 1, tx0 : tx1 + 1].any())
-
-
-def training_image_ids(store: Any, *, label_source: str = "target") -> tuple[list[str], list[str]]:
-    """Split the store's complete images by role: ``(train, held_out)``.
-
-    Images with role ``test`` or ``predict`` are held out; images without a role count as training images
-    when they carry ``label_source`` labels.
-    """
-    train, held = [], []
-    for i in store.image_ids():
-        role = store.image_attrs(i).get("role")
-        if role in _HELD_OUT_ROLES or (role is None and not store.has_labels(i, label_source)):
-            held.append(i)
-        else:
-            train.append(i)
-    return train, held
-
-
-def make_split(
-    store: Any,
-    *,
-    image_ids: Sequence[str] | None = None,
-    label_source: str = "target",
-    patch_size: int = 256,
-    kind: str = "tiles",
-    test_fraction: float = PAPER_TEST_FRACTION,
-    n_test_tiles: int | None = None,
-    seed: int = 0,
-) -> TileSplit:
-    """Build the train/validation split of a store (see the module docstring).
-
-    ``image_ids`` defaults to the images whose role is ``train`` (or unset, with labels); all other images
-    are recorded as held out. Every training image must carry ``label_source`` labels.
-    """
-    if kind not in ("tiles", "images"):
-        raise ConfigError(f"Expected 'tiles' or 'images' for `split`. Got {kind!r}.")
-    train_default, held = training_image_ids(store, label_source=label_source)
-    if image_ids is None:
-        train = train_default
-    else:
-        train = list(image_ids)
-        for i in train:
-            if store.image_attrs(i).get("role") in _HELD_OUT_ROLES:
-                log.warning("image %s has role %r but was explicitly chosen for training",
-                            i, store.image_attrs(i).get("role"))
-        held = [i for i in store.image_ids() if i not in train]
-    if not train:
-        raise StoreError(
-            f"Expected at least one training image (role `train` with `{label_source}` labels) in "
-            f"{store.path}. Got none. Set `role: train` on some images and run `semscale label CONFIG`."
-        )
-    for i in train:
-        store.label_array(i, label_source)  # raises a clear error when missing
-    val_images: list[str] = []
-    if kind == "images":
-        val_images = [i for i in held if store.image_attrs(i).get("role") == "test"
-                      and store.has_labels(i, label_source)]
-    shapes = {i: tuple(int(s) for s in store.sem_array(i).shape) for i in [*train, *val_images]}
-    tiles = (
-        split_tiles({i: shapes[i] for i in train}, patch_size=patch_size, test_fraction=test_fraction,
-                    n_test=n_test_tiles, seed=seed)
-        if kind == "tiles" else {}
-    )
-    return TileSplit(
-        kind=kind, patch_size=int(patch_size), seed=int(seed), train_images=tuple(train),
-        held_out_images=tuple(held), val_images=tuple(val_images), shapes=shapes,  # type: ignore[arg-type]
-        test_tiles=tiles,
-    )
-
-
-# --- augmentation (pure numpy) ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Augment:
-    """On-the-fly augmentation settings; intensities in normalised units (image range ≈ 0..1)."""
-
-    dihedral: bool = True
-    """Random one of the 8 flips/rotations, identical on image and labels."""
-    blur_prob: float = 0.3
-    blur_sigma: tuple[float, float] = (0.5, 1.5)
-    """Gaussian blur σ range (px)."""
-    contrast_prob: float = 0.5
-    contrast: tuple[float, float] = (0.8, 1.25)
-    """Contrast factor range, applied about the patch mean."""
-    brightness_prob: float = 0.5
-    brightness: tuple[float, float] = (-0.1, 0.1)
-    """Additive brightness range."""
-    noise_prob: float = 0.5
-    noise_sigma: tuple[float, float] = (0.0, 0.03)
-    """Gaussian σ range of the Gaussian–Poisson noise."""
-    poisson_scale: float = 255.0
-    """C in ``I' = Poisson(I·C)/C + N(0, σ)``."""
-
-    @classmethod
-    def none(cls) -> Augment:
-        return cls(dihedral=False, blur_prob=0.0, contrast_prob=0.0, brightness_prob=0.0, noise_prob=0.0)
-
-    @classmethod
-    def geometric_only(cls) -> Augment:
-        return cls(blur_prob=0.0, contrast_prob=0.0, brightness_prob=0.0, noise_prob=0.0)
-
-    @classmethod
-    def coerce(cls, value: bool | Mapping[str, Any] | Augment | None) -> Augment:
-        """``True`` → defaults, ``False``/``None`` → none, a dict → defaults updated by its keys."""
-        if isinstance(value, Augment):
-            return value
-        if value is None or value is False:
-            return cls.none()
-        if value is True:
-            return cls()
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(value) - names)
-        if unknown:
-            raise ConfigError(f"Expected augmentation keys among {sorted(names)} for `augment`. Got {unknown}.")
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
-        return cls(**kw)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-
-def dihedral(a: np.ndarray, k: int) -> np.ndarray:
-    """Element ``k`` (0..7) of the dihedral group on the last two axes: ``rot90^(k%4)``, then a flip if k≥4."""
-    out = np.rot90(a, k % 4, axes=(-2, -1))
-    if k >= 4:
-        out = out[..., ::-1]
-    return np.ascontiguousarray(out)
-
-
-def augment_pair(
-    image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, augment: Augment
-) -> tuple[np.ndarray, np.ndarray]:
-    """Augment one (image float32 (P, P), labels uint8 (P, P)) pair; geometric ops act on both alike.
-
-    Photometric ops (blur, contrast, brightness, noise) change the image only; labels never change
-    except by the same flip/rotation as the image.
-    """
-    if augment.dihedral:
-        k = int(rng.integers(8))
-        image, labels = dihedral(image, k), dihedral(labels, k)
-    img = image.astype(np.float32, copy=True)
-    if augment.blur_prob and rng.random() < augment.blur_prob:
-        from scipy.ndimage import gaussian_filter
-
-        img = gaussian_filter(img, sigma=float(rng.uniform(*augment.blur_sigma)), mode="reflect")
-    if augment.contrast_prob and rng.random() < augment.contrast_prob:
-        m = np.float32(img.mean())
-        img = (img - m) * np.float32(rng.uniform(*augment.contrast)) + m
-    if augment.brightness_prob and rng.random() < augment.brightness_prob:
-        img = img + np.float32(rng.uniform(*augment.brightness))
-    if augment.noise_prob and rng.random() < augment.noise_prob:
-        c = augment.poisson_scale
-        img = rng.poisson(np.clip(img, 0.0, None) * c).astype(np.float32) / np.float32(c)
-        sigma = float(rng.uniform(*augment.noise_sigma))
-        if sigma > 0:
-            img = img + rng.normal(0.0, sigma, img.shape).astype(np.float32)
-    return img.astype(np.float32, copy=False), labels
 
 
 # --- window reading -------------------------------------------------------------------------------------
@@ -364,7 +65,7 @@ def read_window(array: Any, y: int, x: int, size: int, *, fill: str | int = "ref
 
 
 def load_tiles(
-    store: Any, tiles: Iterable[tuple[str, int, int]], *, label_source: str, patch_size: int
+    store: CampaignStore, tiles: Iterable[tuple[str, int, int]], *, label_source: str, patch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read validation tiles ``(image_id, y0, x0)``: ``(x float32 (N, P, P, 1), y uint8 (N, P, P))``."""
     tiles = list(tiles)
@@ -377,7 +78,6 @@ def load_tiles(
     return x, y
 
 
-# --- the sampler ----------------------------------------------------------------------------------------
 class ChunkCache:
     """Thread-safe LRU cache of decoded Zarr chunks, bounded in bytes (shared by a sampler's workers).
 
@@ -450,83 +150,71 @@ class _WindowSource:
         self.mask = mask
         self.rare: dict[int, np.ndarray] = {}
 
-
-class _PatchSampler:
-    """Random, augmented P×P training windows streamed from a campaign store (a ``keras.utils.PyDataset``).
+# --- the sampler ----------------------------------------------------------------------------------------
+class PatchSampler:
+    """Random, augmented P×P training windows of split ``split``, with the options of training section ``cfg``.
 
     Batch ``i`` of epoch ``e`` is ``(x float32 (B, P, P, 1), y int32 (B, P, P))`` with 255 = ignore; it
-    depends only on ``(seed, e, i)``. Windows never intersect the split's test tiles. ``workers`` /
-    ``use_multiprocessing`` / ``max_queue_size`` are the PyDataset's prefetching options (threads by
-    default: Zarr decompression releases the GIL). ``in_memory=True`` reads each image (and its labels)
-    whole into memory on first use instead of slicing windows out of Zarr (small campaigns); otherwise
-    decoded chunks are kept in an LRU cache of ``cache_mb`` MiB (0: none) shared by the worker threads. Keras is imported only when the class is first used
-    (``semscale.training.sampler.PatchDataset`` is built on first access).
+    depends only on ``(cfg.seed + member, e, i)``. Windows never intersect the split's test tiles. Read from
+    ``cfg``: ``label_source``, ``batch_size``, ``steps_per_epoch`` (None: 10 windows per training tile, the
+    paper's 10 augmented patches per tile), ``augment`` (``augment`` overrides it with explicit settings),
+    ``rare_fraction``, ``rare_threshold``, ``ignore_boundary_px``, ``in_memory`` and ``cache_mb``.
     """
 
-    def __init__(
-        self,
-        store: Any,
-        split: TileSplit,
-        *,
-        label_source: str = "target",
-        batch_size: int = 32,
-        steps_per_epoch: int | None = None,
-        augment: bool | Mapping[str, Any] | Augment = True,
-        seed: int = 0,
-        rare_fraction: float = 0.3,
-        rare_threshold: float | None = None,
-        initial_epoch: int = 0,
-        ignore_boundary_px: float = 0.0,
-        in_memory: bool = False,
-        cache_mb: float = 512,
-        workers: int = 2,
-        use_multiprocessing: bool = False,
-        max_queue_size: int = 8,
-    ) -> None:
-        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
-                         max_queue_size=max_queue_size)
+    def __init__(self, store: CampaignStore, split: TileSplit, cfg: TrainingConfig, *, member: int = 0,
+                 augment: Augment | None = None) -> None:
+        if cfg.patch_size != split.patch_size:
+            raise ConfigError(
+                f"Expected the split's patch size ({split.patch_size} px) for `training.patch_size`. Got "
+                f"{cfg.patch_size}; build the split with the same training section."
+            )
         self.store_path = str(store.path)
-        self._store = store
+        self._store: CampaignStore | None = store
         self.split = split
-        self.label_source = label_source
+        self.label_source = cfg.label_source
         self.patch_size = split.patch_size
-        self.batch_size = int(batch_size)
-        self.augment = Augment.coerce(augment)
-        self.seed = int(seed)
-        self.epoch = int(initial_epoch)
-        self.in_memory = bool(in_memory)
-        self.ignore_boundary_px = float(ignore_boundary_px)
-        self.cache_mb = float(cache_mb)
-        self._cache = ChunkCache(int(self.cache_mb * 2**20)) if self.cache_mb > 0 else None
+        self.batch_size = int(cfg.batch_size)
+        self.augment = Augment.coerce(cfg.augment) if augment is None else augment
+        self.seed = int(cfg.seed) + int(member)
+        self.epoch = 0
+        self.in_memory = bool(cfg.in_memory)
+        self.ignore_boundary_px = float(cfg.ignore_boundary_px)
+        self.cache_mb = float(cfg.cache_mb)
+        self._reset_handles()
+        self.rare_fraction = float(cfg.rare_fraction)
+        self.n_classes = len(store.classes)
+        self.rare_threshold = 0.5 / self.n_classes if cfg.rare_threshold is None else float(cfg.rare_threshold)
+        self.norms = {i: store.norm(i) for i in split.train_images}
+        self.sources = [_WindowSource(i, split.shapes[i], split.test_mask(i)) for i in split.train_images]
+        self._image_p = self._image_weights()
+        self.class_fractions = self._scan_classes()
+        self.rare_classes = [c for c, f in enumerate(self.class_fractions) if 0 < f < self.rare_threshold]
+        if cfg.steps_per_epoch is None:
+            # The paper: 10 augmented patches per training tile (10,920 patches from 1,092 tiles).
+            n_train_tiles = max(split.n_tiles - split.n_test_tiles, 1)
+            self.steps_per_epoch = math.ceil(10 * n_train_tiles / self.batch_size)
+        else:
+            self.steps_per_epoch = int(cfg.steps_per_epoch)
+        log.debug("sampler: %d images, class fractions %s, rare classes %s, %d steps/epoch",
+                  len(self.sources), np.round(self.class_fractions, 3).tolist(), self.rare_classes,
+                  self.steps_per_epoch)
+
+    def _reset_handles(self) -> None:
+        """Fresh per-process state: thread-local arrays, the in-memory images and the chunk cache."""
+        self._local = threading.local()
         self._memory: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._memory_lock = threading.Lock()
-        self.rare_fraction = float(rare_fraction)
-        self.n_classes = len(store.classes)
-        self.rare_threshold = 0.5 / self.n_classes if rare_threshold is None else float(rare_threshold)
-        self._local = threading.local()
-        self.norms = {i: store.norm(i) for i in split.train_images}
-        self.sources = [
-            _WindowSource(i, split.shapes[i], split.test_mask(i)) for i in split.train_images
-        ]
-        self._area = np.array([self._train_area(s) for s in self.sources], float)
-        if self._area.sum() <= 0:
+        self._cache = ChunkCache(int(self.cache_mb * 2**20)) if self.cache_mb > 0 else None
+
+    def _image_weights(self) -> np.ndarray:
+        """Probability of drawing from each image: its training area outside the test tiles."""
+        area = np.array([self._train_area(s) for s in self.sources], float)
+        if area.sum() <= 0:
             raise ConfigError(
                 "Expected some training area outside the test tiles. Got none: every window would overlap "
                 "a test tile. Lower `test_tiles_fraction` or add training images."
             )
-        self._image_p = self._area / self._area.sum()
-        self.class_fractions = self._scan_classes()
-        self.rare_classes = [
-            c for c, f in enumerate(self.class_fractions) if 0 < f < self.rare_threshold
-        ]
-        if steps_per_epoch is None:
-            # The paper: 10 augmented patches per training tile (10,920 patches from 1,092 tiles).
-            n_train_tiles = max(split.n_tiles - split.n_test_tiles, 1)
-            steps_per_epoch = math.ceil(10 * n_train_tiles / self.batch_size)
-        self.steps_per_epoch = int(steps_per_epoch)
-        log.debug("sampler: %d images, class fractions %s, rare classes %s, %d steps/epoch",
-                  len(self.sources), np.round(self.class_fractions, 3).tolist(), self.rare_classes,
-                  self.steps_per_epoch)
+        return area / area.sum()
 
     # -- pickling (process workers): drop open handles, reopen lazily --
     def __getstate__(self) -> dict[str, Any]:
@@ -540,12 +228,10 @@ class _PatchSampler:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._local = threading.local()
-        self._memory_lock = threading.Lock()
-        self._cache = ChunkCache(int(self.cache_mb * 2**20)) if self.cache_mb > 0 else None
+        self._reset_handles()
 
     @property
-    def store(self) -> Any:
+    def store(self) -> CampaignStore:
         if self._store is None:
             from semscale.store import open_store
 
@@ -565,8 +251,8 @@ class _PatchSampler:
         if cache is None:
             cache = self._local.arrays = {}
         if image_id not in cache:
-            sem = self.store.sem_array(image_id)
-            lab = self.store.label_array(image_id, self.label_source)
+            sem: Any = self.store.sem_array(image_id)
+            lab: Any = self.store.label_array(image_id, self.label_source)
             if self._cache is not None:
                 sem = CachedArray(sem, self._cache, f"{image_id}/sem")
                 lab = CachedArray(lab, self._cache, f"{image_id}/labels")
@@ -582,8 +268,7 @@ class _PatchSampler:
         p = self.patch_size
         counts = np.zeros(self.n_classes, np.int64)
         for src in self.sources:
-            attrs_levels = self.store.root[f"images/{src.image_id}/labels/{self.label_source}"]
-            n_levels = sum(1 for k in attrs_levels.array_keys() if k.isdigit())
+            n_levels = self.store.label_levels(src.image_id, self.label_source)
             level = max(0, min(n_levels - 1, int(math.log2(max(p // 16, 1)))))
             f = 2**level
             lab = np.asarray(self.store.label_array(src.image_id, self.label_source, level)[...])
@@ -700,17 +385,3 @@ class _PatchSampler:
             "rare_classes": [int(c) for c in self.rare_classes],
             "class_fractions": [float(f) for f in self.class_fractions],
         }
-
-
-def __getattr__(name: str) -> Any:
-    # PatchDataset subclasses keras.utils.PyDataset; build it on first access so importing
-    # semscale.training.sampler does not import Keras/TensorFlow.
-    if name == "PatchDataset":
-        import keras
-
-        cls = type("PatchDataset", (_PatchSampler, keras.utils.PyDataset), {
-            "__module__": __name__, "__doc__": _PatchSampler.__doc__, "__qualname__": "PatchDataset",
-        })
-        globals()["PatchDataset"] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,6 +25,7 @@ from typing import Any
 from semscale import CLASSES
 from semscale._version import __version__
 from semscale.errors import ModelError
+from semscale.store.models import read_sidecar, sidecar_path
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,6 @@ NORMALISATION: dict[str, Any] = {
     "where": "lo/hi are computed once per image and stored in the image attrs (`norm`); never per window",
 }
 """How the network's input was normalised; recorded in every sidecar."""
-
-_REQUIRED_SIDECAR_KEYS = ("classes", "filters", "receptive_field_px", "halo_px", "multiple")
-
 
 # --- architecture ----------------------------------------------------------------------------------
 def _check_arch(filters: Sequence[int], dropout: Sequence[float]) -> None:
@@ -235,10 +233,6 @@ def _arch_info(model: Any) -> dict[str, Any]:
 
 
 # --- save / load -----------------------------------------------------------------------------------
-def _sidecar_path(path: Path) -> Path:
-    return path.with_suffix(".json")
-
-
 def save_model(model: Any, path: str | Path, *, sidecar: dict[str, Any]) -> Path:
     """Write ``path`` (``.keras``) and ``path.with_suffix(".json")``; return the ``.keras`` path.
 
@@ -263,7 +257,7 @@ def save_model(model: Any, path: str | Path, *, sidecar: dict[str, Any]) -> Path
     tmp = path.with_name(path.stem + ".tmp.keras")
     model.save(tmp)
     os.replace(tmp, path)
-    side = _sidecar_path(path)
+    side = sidecar_path(path)
     tmp_side = side.with_name(side.name + ".tmp")
     tmp_side.write_text(json.dumps(meta, indent=2, sort_keys=True, default=_json_default))
     os.replace(tmp_side, side)
@@ -281,29 +275,6 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def read_sidecar(path: str | Path) -> dict[str, Any]:
-    """The validated JSON sidecar of model file ``path`` (no Keras import)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"Expected a model file at `{path}`. Got nothing there; train one or fix the path.")
-    side = _sidecar_path(path)
-    if not side.is_file():
-        raise ModelError(
-            f"Expected the sidecar {side.name} next to model {path}. Got none; save models with "
-            "semscale.training.unet.save_model."
-        )
-    try:
-        meta = json.loads(side.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"Expected valid JSON in sidecar {side}. Got a parse error: {exc}.") from None
-    missing = [k for k in _REQUIRED_SIDECAR_KEYS if k not in meta]
-    if missing:
-        raise ModelError(f"Expected keys {missing} in sidecar {side}. Got only {sorted(meta)}; re-save the model.")
-    if len(meta["classes"]) != int(meta.get("n_classes", len(meta["classes"]))):
-        raise ModelError(f"Sidecar {side}: `classes` ({meta['classes']}) does not match `n_classes`.")
-    return meta
 
 
 def load_model(path: str | Path, *, compile: bool = False) -> tuple[Any, dict[str, Any]]:

@@ -1,0 +1,230 @@
+"""Tests of semscale.training.fit: a tiny U-Net learns, resume continues, the defaults are the config's."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import math
+
+import numpy as np
+import pytest
+
+from semscale.config import TrainingConfig
+from semscale.errors import ConfigError, ModelError
+from semscale.store import create_store
+
+P = 32
+TINY = {
+    "patch_size": P, "batch_size": 8, "filters": (4, 8, 16), "dropout": (0.0, 0.0, 0.0),
+    "test_tiles_fraction": 0.2, "workers": 1,
+}
+
+
+def test_tiny_unet_learns_and_exports_member(train_store):
+    from semscale.training.fit import train_member
+    from semscale.training.unet import load_model
+
+    store = train_store
+    cfg = TrainingConfig(name="fit", epochs=12, steps_per_epoch=6, augment=False, learning_rate=1e-2,
+                         **{**TINY, "filters": (8, 16, 32)})
+    side = train_member(store, cfg, member=0)
+    hist = json.loads((store.model_dir("fit") / side["history"]).read_text())
+    loss = [r["loss"] for r in hist]
+    assert len(loss) == 12
+    assert loss[-1] < 0.5 * loss[0]  # clearly falling
+    assert max(r["val_accuracy"] for r in hist) > hist[0]["val_accuracy"] + 0.2
+    # the exported member is the best epoch, usable by inference (safe_mode load + sidecar)
+    best = max(hist, key=lambda r: r["val_mean_iou"])
+    assert side["best_epoch"] == best["epoch"]
+    assert side["val_mean_iou"] == pytest.approx(best["val_mean_iou"])
+    model, meta = load_model(store.model_dir("fit") / "member_0.keras")
+    assert meta["patch_size"] == P and meta["classes"] == list(store.classes)
+    assert meta["split"]["train_images"] == ["a", "b"] and "p" in meta["split"]["held_out_images"]
+    assert meta["training"]["mixed_precision"] == "float32"  # auto → float32 on CPU
+    assert TrainingConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}) == cfg
+    # its predictions on the validation tiles reproduce the recorded best accuracy
+    from semscale.training.monitor import evaluate_tiles
+    from semscale.training.sampler import load_tiles
+    from semscale.training.splits import TileSplit
+
+    split = TileSplit.from_dict(meta["split"])
+    x, y = load_tiles(store, split.val_tiles(), label_source="target", patch_size=P)
+    again = evaluate_tiles(model, x, y, classes=store.classes)
+    assert again["accuracy"] == pytest.approx(side["val_accuracy"], abs=1e-6)
+
+
+def test_resume_continues_from_checkpoint(train_store):
+    import keras
+
+    from semscale.store.models import member_paths
+    from semscale.training.fit import train_member
+
+    store = train_store
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == 2:
+                self.weights = [w.copy() for w in self.model.get_weights()]
+                raise KeyboardInterrupt
+
+    class Watch(keras.callbacks.Callback):
+        ends: list[int]
+
+        def on_train_begin(self, logs=None):
+            self.weights = [w.copy() for w in self.model.get_weights()]
+            self.ends = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.ends.append(epoch + 1)
+
+    cfg = TrainingConfig(**TINY, name="res", epochs=3, steps_per_epoch=2)
+    stop = Interrupt()
+    with pytest.raises(KeyboardInterrupt):
+        train_member(store, cfg, member=0, callbacks=[stop])
+    paths = member_paths(store, "res", 0)
+    assert not paths["model"].exists() and paths["last"].exists()
+    first = json.loads(paths["history"].read_text())
+    assert [r["epoch"] for r in first] == [1, 2]
+
+    with pytest.raises(ModelError, match="learning_rate"):
+        train_member(store, dataclasses.replace(cfg, learning_rate=0.5), member=0)
+
+    watch = Watch()
+    side = train_member(store, cfg, member=0, callbacks=[watch])
+    assert watch.ends == [3]  # only the missing epoch ran
+    for a, b in zip(watch.weights, stop.weights, strict=True):
+        np.testing.assert_array_equal(a, b)  # started from the checkpointed weights
+    hist = json.loads(paths["history"].read_text())
+    assert [r["epoch"] for r in hist] == [1, 2, 3]
+    assert hist[:2] == first
+    assert side["epochs_trained"] == 3
+
+    class Fail(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            raise AssertionError("should not train again")
+
+    again = train_member(store, cfg, member=0, callbacks=[Fail()])  # finished: returned as it is
+    assert again["fingerprint"] == side["fingerprint"]
+    more = train_member(store, dataclasses.replace(cfg, epochs=4), member=0, callbacks=[watch])  # one more
+    assert watch.ends == [4] and more["epochs_trained"] == 4
+
+
+def test_bad_settings_raise(train_store):
+    from semscale.training.fit import train_member
+
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        train_member(train_store, TrainingConfig(**{**TINY, "patch_size": 30}), member=0)
+    with pytest.raises(ConfigError, match="monitor"):
+        train_member(train_store, TrainingConfig(monitor="dice", **TINY), member=0)
+
+
+def test_monitor_names_are_the_config_choices():
+    import typing
+
+    from semscale.training.monitor import MONITORS
+
+    assert set(MONITORS) == set(typing.get_args(typing.get_type_hints(TrainingConfig)["monitor"]))
+
+
+def test_stage_functions_declare_no_options_of_their_own():
+    from semscale.training.ensemble import train_ensemble
+    from semscale.training.fit import train_member
+
+    assert list(inspect.signature(train_member).parameters) == [
+        "store", "cfg", "member", "image_ids", "resume", "callbacks"]
+    assert list(inspect.signature(train_ensemble).parameters) == ["store", "cfg", "image_ids", "client", "resume"]
+
+
+# --- what train_member does by default is what TrainingConfig() says, option by option ----------------------
+def _spy_member(monkeypatch) -> dict:
+    """Run train_member(store, TrainingConfig(), member=0) up to model.fit, recording what it does."""
+    import keras
+
+    from semscale.training import fit
+
+    seen: dict = {}
+    compile_ = keras.Model.compile
+
+    def spy_compile(self, *args, **kw):
+        seen["compile"] = kw
+        return compile_(self, *args, **kw)
+
+    def spy_fit(self, x, **kw):
+        seen.update(model=self, dataset=x, fit=kw)
+
+    monkeypatch.setattr(fit, "_set_threads", lambda threads: seen.update(threads=threads))
+    monkeypatch.setattr(keras.Model, "compile", spy_compile)
+    monkeypatch.setattr(keras.Model, "fit", spy_fit)
+    monkeypatch.setattr(fit, "_export", lambda run, **kw: seen.update(run=run, export=kw) or {})
+    return seen
+
+
+def _observed_member(store, seen: dict) -> dict:
+    """The option values that the recorded behaviour of train_member corresponds to."""
+    from semscale.training.augment import Augment
+    from semscale.training.fit import on_gpu
+    from semscale.training.splits import PAPER_TEST_FRACTION, split_tiles
+    from semscale.training.unet import unet_filters
+
+    run, ds, model, fit_kw = seen["run"], seen["dataset"], seen["model"], seen["fit"]
+    split, monitor = run.split, fit_kw["callbacks"][0]
+    train_tiles = split.n_tiles - split.n_test_tiles
+    paper_tiles = split_tiles(dict(split.shapes), patch_size=split.patch_size, test_fraction=PAPER_TEST_FRACTION,
+                              seed=split.seed)
+    filters, dropout = unet_filters(model)
+    return {
+        "name": run.paths["model"].parent.name, "label_source": ds.label_source, "patch_size": ds.patch_size,
+        "batch_size": ds.batch_size, "epochs": fit_kw["epochs"],
+        "steps_per_epoch": None if ds.steps_per_epoch == math.ceil(10 * train_tiles / ds.batch_size)
+        else ds.steps_per_epoch,
+        "learning_rate": float(model.optimizer.learning_rate), "filters": filters, "dropout": dropout,
+        "augment": {Augment(): True, Augment.none(): False}.get(ds.augment, ds.augment),
+        "split": split.kind, "test_tiles_fraction": PAPER_TEST_FRACTION if split.test_tiles == paper_tiles
+        else split.test_tiles, "seed": split.seed if ds.seed == split.seed else ds.seed,
+        "mixed_precision": "auto" if run.policy == ("mixed_float16" if on_gpu() else "float32") else run.policy,
+        "n_test_tiles": None if split.n_test_tiles == round(PAPER_TEST_FRACTION * split.n_tiles)
+        else split.n_test_tiles,
+        "rare_fraction": ds.rare_fraction,
+        "rare_threshold": None if ds.rare_threshold == 0.5 / len(store.classes) else ds.rare_threshold,
+        "ignore_boundary_px": ds.ignore_boundary_px, "monitor": monitor.monitor,
+        "jit_compile": seen["compile"]["jit_compile"], "threads": seen["threads"], "workers": ds.workers,
+        "use_multiprocessing": ds.use_multiprocessing, "max_queue_size": ds.max_queue_size,
+        "in_memory": ds.in_memory, "cache_mb": ds._cache.max_bytes / 2**20 if ds._cache else 0.0,
+        "verbose": fit_kw["verbose"],
+    }
+
+
+def _observed_ensemble(store, client, monkeypatch) -> dict:
+    """Members, first member and retries of train_ensemble(store, TrainingConfig(), client=...)."""
+    from semscale.training import ensemble
+
+    submitted: list[dict] = []
+
+    class Spy:
+        def submit(self, fn, *args, **kw):
+            submitted.append(kw)
+            return client.submit(fn, *args, **kw)
+
+        def scheduler_info(self):
+            return client.scheduler_info()
+
+    monkeypatch.setattr(ensemble, "_train_member_task", lambda path, cfg, k, ids, resume: {"member": k})
+    members = [s["member"] for s in ensemble.train_ensemble(store, TrainingConfig(), client=Spy())]
+    assert members == list(range(members[0], members[0] + len(members)))
+    assert store.model_attrs("unet")["members"] == len(members)
+    return {"ensemble": len(members), "first_member": members[0], "retries": submitted[0]["retries"]}
+
+
+def test_train_member_defaults_are_the_config_defaults(tmp_path, blobs, client, monkeypatch):
+    from semscale.training.fit import train_member
+
+    store = create_store(tmp_path / "paper.zarr", name="paper", pixel_size_um=0.04458)
+    blobs.add_noisy(store, "big", blobs.labels((1024, 1536), 5), seed=5)
+    seen = _spy_member(monkeypatch)
+    train_member(store, TrainingConfig(), member=0)
+    observed = {**_observed_member(store, seen), **_observed_ensemble(store, client, monkeypatch)}
+    default = TrainingConfig()
+    expected = {f.name: getattr(default, f.name) for f in dataclasses.fields(TrainingConfig)}
+    expected["learning_rate"] = pytest.approx(default.learning_rate, rel=1e-6)  # a float32 variable
+    assert observed == expected

@@ -1,0 +1,217 @@
+"""Tests of semscale.training.sampler: window reading, the chunk cache, and the keras-free patch sampler
+(alignment, no test-tile leakage, determinism, rare classes, ignored boundaries, padding)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from semscale import IGNORE_LABEL
+from semscale.config import TrainingConfig
+from semscale.store import create_store
+from semscale.training.augment import Augment, dihedral
+from semscale.training.sampler import CachedArray, ChunkCache, PatchSampler, load_tiles, read_window
+from semscale.training.splits import make_split
+
+P = 32
+
+
+def cfg(**kw) -> TrainingConfig:
+    return TrainingConfig(patch_size=P, **kw)
+
+
+def make_ds(store, split, *, augment: bool | Augment = True, **kw) -> PatchSampler:
+    """A sampler with batches of 8, 4 steps per epoch, unless ``kw`` says otherwise."""
+    kw.setdefault("batch_size", 8)
+    kw.setdefault("steps_per_epoch", 4)
+    explicit = augment if isinstance(augment, Augment) else None
+    training = TrainingConfig(patch_size=split.patch_size, augment=bool(augment) if explicit is None else True, **kw)
+    return PatchSampler(store, split, training, augment=explicit)
+
+
+# --- window reading ---------------------------------------------------------------------------------------
+def test_load_tiles_reads_exact_tiles(data_store):
+    store = data_store
+    s = make_split(store, cfg(test_tiles_fraction=0.25, seed=3))
+    x, y = load_tiles(store, s.val_tiles(), label_source="target", patch_size=P)
+    assert x.shape == (s.n_test_tiles, P, P, 1) and y.shape == (s.n_test_tiles, P, P)
+    for n, (i, y0, x0) in enumerate(s.val_tiles()):
+        lab = store.labels(i, "target").compute()
+        np.testing.assert_array_equal(y[n], lab[y0 : y0 + P, x0 : x0 + P])
+        np.testing.assert_array_equal(np.rint(x[n, ..., 0] * 3).astype(np.uint8), y[n])
+
+
+def test_read_window_pads_outside():
+    a = np.arange(20, dtype=np.uint8).reshape(4, 5)
+    w = read_window(a, 2, 3, 4)
+    np.testing.assert_array_equal(w[:2, :2], a[2:, 3:])
+    np.testing.assert_array_equal(w[:2, 2:], a[2:, 3:][:, ::-1])  # symmetric reflection
+    lab = read_window(a, 2, 3, 4, fill=IGNORE_LABEL)
+    assert (lab[2:] == IGNORE_LABEL).all() and (lab[:, 2:] == IGNORE_LABEL).all()
+
+
+# --- the sampler ---------------------------------------------------------------------------------------
+def test_sampler_batches_aligned_and_valid(data_store):
+    store = data_store
+    s = make_split(store, cfg(test_tiles_fraction=0.2, seed=1))
+    ds = make_ds(store, s, augment=Augment.geometric_only())
+    assert len(ds) == 4
+    for _epoch in range(2):
+        for i in range(len(ds)):
+            x, y = ds[i]
+            assert x.shape == (8, P, P, 1) and x.dtype == np.float32
+            assert y.shape == (8, P, P)
+            np.testing.assert_array_equal(np.rint(x[..., 0] * 3).astype(y.dtype), y)
+            # and each pair is a real window of the stored image, transformed identically
+            for j, (image_id, y0, x0) in enumerate(ds.positions(i)):
+                ref = store.labels(image_id, "target")[y0 : y0 + P, x0 : x0 + P].compute()
+                assert any(np.array_equal(dihedral(ref, k), y[j]) for k in range(8))
+        ds.on_epoch_end()
+    with pytest.raises(IndexError):
+        ds[4]
+
+
+def test_sampler_never_draws_from_test_tiles(data_store, blobs):
+    store = data_store
+    """Mark the test tiles in a label image; no batch may ever contain a marked pixel."""
+    s = make_split(store, cfg(test_tiles_fraction=0.5, seed=2))  # half the grid held out
+    for i in s.train_images:
+        h, w = s.shapes[i]
+        marker = np.zeros((h, w), np.uint8)
+        for ty, tx in s.test_tiles[i]:
+            marker[ty * P : (ty + 1) * P, tx * P : (tx + 1) * P] = 1
+        # class 3 elsewhere sprinkled sparsely, so rare-class centring is active too
+        marker[(blobs.labels((h, w), 11, rare=True) == 2) & (marker == 0)] = 3
+        store.write_labels(i, "marker", marker)
+    ds = make_ds(store, s, label_source="marker", augment=True, steps_per_epoch=10, batch_size=16,
+                 rare_fraction=0.5)
+    assert 3 in ds.rare_classes
+    for e in range(3):
+        for i in range(len(ds)):
+            _, y = ds.batch(i, e)
+            assert not (y == 1).any()
+    # positions, checked against the pixel grid directly, over many more draws
+    for i in s.train_images:
+        pix = np.zeros(s.shapes[i], bool)
+        for ty, tx in s.test_tiles[i]:
+            pix[ty * P : (ty + 1) * P, tx * P : (tx + 1) * P] = True
+        for e in range(20):
+            for image_id, y0, x0 in (w for k in range(len(ds)) for w in ds.positions(k, e)):
+                if image_id == i:
+                    assert not pix[y0 : y0 + P, x0 : x0 + P].any()
+
+
+def test_sampler_reproducible_per_seed_and_picklable(data_store):
+    store = data_store
+    s = make_split(store, cfg(test_tiles_fraction=0.2, seed=1))
+    a, b, c = make_ds(store, s, seed=4), make_ds(store, s, seed=4), make_ds(store, s, seed=5)
+    for i in range(2):
+        xa, ya = a[i]
+        xb, yb = b[i]
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+        assert not np.array_equal(xa, c[i][0])
+    x0 = a[0][0]
+    a.on_epoch_end()
+    assert not np.array_equal(a[0][0], x0)  # new windows each epoch
+    a.set_epoch(0)
+    np.testing.assert_array_equal(a[0][0], x0)
+    clone = pickle.loads(pickle.dumps(a))  # process workers receive a pickled copy
+    np.testing.assert_array_equal(clone[0][0], x0)
+
+
+def test_in_memory_and_uncached_samplers_equal_cached(data_store):
+    store = data_store
+    s = make_split(store, cfg(test_tiles_fraction=0.2, seed=1))
+    cached = make_ds(store, s, seed=3)
+    for other in (make_ds(store, s, seed=3, in_memory=True), make_ds(store, s, seed=3, cache_mb=0)):
+        for i in range(len(cached)):
+            for a, b in zip(cached[i], other[i], strict=True):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_chunk_cache_slices_and_bound(data_store):
+    store = data_store
+    arr = store.sem_array("a")  # 150 x 200, chunks 48
+    ref = np.asarray(arr[...])
+    cache = ChunkCache(max_bytes=3 * 48 * 48)  # room for three chunks
+    ca = CachedArray(arr, cache, "a")
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        y0, x0 = int(rng.integers(0, 150)), int(rng.integers(0, 200))
+        y1, x1 = int(rng.integers(y0, 151)), int(rng.integers(x0, 201))
+        np.testing.assert_array_equal(ca[y0:y1, x0:x1], ref[y0:y1, x0:x1])
+        assert cache._bytes <= cache.max_bytes
+    assert cache.hits > 0 and cache.misses > 0
+
+
+def test_ignore_boundary_band_matches_whole_image(data_store):
+    from semscale.analysis.metrics import boundary_mask
+
+    store = data_store
+    s = make_split(store, cfg(test_tiles_fraction=0.2, seed=1))
+    ds = make_ds(store, s, augment=False, ignore_boundary_px=2)
+    full = {i: store.labels(i, "target").compute() for i in s.train_images}
+    banded = {i: np.where(boundary_mask(v, width_px=2, n_classes=4), IGNORE_LABEL, v) for i, v in full.items()}
+    for i in range(len(ds)):
+        _, y = ds.batch(i, 0)
+        for j, (image_id, y0, x0) in enumerate(ds.positions(i, 0)):
+            ref = banded[image_id][y0 : y0 + P, x0 : x0 + P]
+            np.testing.assert_array_equal(y[j], ref)
+        assert (y == IGNORE_LABEL).any() and (y != IGNORE_LABEL).any()
+
+
+def test_rare_class_windows_are_favoured(tmp_path, blobs):
+    s = create_store(tmp_path / "r.zarr", name="r", pixel_size_um=0.04458)
+    lab = blobs.labels((256, 256), 21, rare=True)
+    frac = (lab == 2).mean()
+    assert 0 < frac < 0.05
+    blobs.add_exact(s, "r", lab)
+    split = make_split(s, cfg(test_tiles_fraction=0.0))
+
+    def share_with_rare(rf: float) -> float:
+        ds = make_ds(s, split, rare_fraction=rf, augment=False, batch_size=32, steps_per_epoch=8)
+        ys = np.concatenate([ds.batch(i, 0)[1] for i in range(len(ds))])
+        return float(((ys == 2).sum(axis=(1, 2)) > 0).mean())
+
+    assert 2 in make_ds(s, split).rare_classes
+    plain, favoured = share_with_rare(0.0), share_with_rare(0.8)
+    assert favoured > plain + 0.2
+    assert favoured > 0.8
+
+
+def test_small_image_windows_are_padded(tmp_path, blobs):
+    s = create_store(tmp_path / "s.zarr", name="s", pixel_size_um=0.04458)
+    blobs.add_exact(s, "tiny", blobs.labels((20, 25), 5))
+    split = make_split(s, cfg(test_tiles_fraction=0.0))
+    assert split.n_tiles == 0
+    x, y = make_ds(s, split, augment=False, steps_per_epoch=1)[0]
+    assert (y[:, 20:, :] == IGNORE_LABEL).all() and (y[:, :20, :25] != IGNORE_LABEL).all()
+    assert np.isfinite(x).all()
+
+
+def test_patch_size_must_match_the_split(data_store):
+    from semscale.errors import ConfigError
+
+    s = make_split(data_store, cfg(test_tiles_fraction=0.2))
+    with pytest.raises(ConfigError, match="split's patch size"):
+        PatchSampler(data_store, s, TrainingConfig(patch_size=2 * P))
+
+
+def test_member_offsets_the_seed(data_store):
+    s = make_split(data_store, cfg(test_tiles_fraction=0.2, seed=1))
+    member = PatchSampler(data_store, s, cfg(seed=4, batch_size=8, steps_per_epoch=2), member=3)
+    alone = make_ds(data_store, s, seed=7, steps_per_epoch=2)
+    assert member.seed == alone.seed == 7
+    assert member.positions(0, 0) == alone.positions(0, 0)
+
+
+def test_sampler_module_does_not_import_keras():
+    import subprocess
+    import sys
+
+    code = "import sys, semscale.training.sampler, semscale.training.splits; print('keras' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
