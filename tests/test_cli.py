@@ -122,6 +122,7 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path: Path, capsys: pytest.Ca
         main(["--debug", "ingest", str(tmp_path / "missing.yaml")])
 
 
+@pytest.mark.slow
 def test_whole_campaign_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """synth → run (ingest, label, train, predict, evaluate, stats) with a tiny U-Net; a rerun skips work."""
     out = tmp_path / "c"

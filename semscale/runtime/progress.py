@@ -127,23 +127,39 @@ def quiet_third_party(verbose: int = 0) -> None:
         logging.getLogger(name).setLevel(level)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (as logging's last-resort handler)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 def setup_logging(verbose: int = 0) -> None:
-    """Configure semscale's logger for the CLI (INFO by default, DEBUG with -v), on stderr."""
+    """Configure semscale's logger for the CLI (INFO by default, DEBUG with -v), on stderr.
+
+    A terminal gets rich's layout; a file or pipe gets plain ``LEVEL message`` lines, never wrapped.
+    """
     quiet_third_party(verbose)
-    level = logging.DEBUG if verbose > 0 else logging.INFO
     handler: logging.Handler
-    try:
+    if sys.stderr.isatty():
         from rich.logging import RichHandler
 
         handler = RichHandler(console=console(), show_path=False, show_time=False, markup=False)
-        fmt = "%(message)s"
-    except ImportError:  # pragma: no cover - rich is a dependency
-        handler = logging.StreamHandler(sys.stderr)
-        fmt = "%(levelname)s %(name)s: %(message)s"
-    handler.setFormatter(logging.Formatter(fmt))
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)-7s %(message)s"))
     log = logging.getLogger("semscale")
     log.handlers[:] = [handler]
-    log.setLevel(level)
+    log.setLevel(logging.DEBUG if verbose > 0 else logging.INFO)
     log.propagate = False
 
 

@@ -31,6 +31,7 @@ def test_logs_go_to_stderr(capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert "hello from the log" in err and "hidden at INFO" not in err
+    assert err.splitlines() == ["INFO    hello from the log"]  # not a terminal: plain lines, not rich's
     sp.setup_logging(1)
     logging.getLogger("semscale.test").debug("shown with -v")
     assert "shown with -v" in capsys.readouterr().err
