@@ -189,7 +189,11 @@ def filter_native_stderr() -> Iterator[None]:
     thread that drops :data:`NATIVE_NOISE` and forwards everything else.
     """
     sys.stderr.flush()
-    original = os.dup(2)
+    try:
+        original = os.dup(2)
+    except OSError:  # no file descriptor 2 (a detached process): nothing to filter
+        yield
+        return
     read_fd, write_fd = os.pipe()
     pump = threading.Thread(target=_pump, args=(read_fd, original), name="semscale-stderr", daemon=True)
     pump.start()
