@@ -1,73 +1,193 @@
-"""The ``semscale`` command line: a thin layer that parses arguments and calls one library function.
+"""The ``semscale`` command line: it parses arguments, applies them to the config and calls the pipeline.
 
-Imports of the heavy stack (Keras/TensorFlow, dask, zarr) happen inside the command functions, so
-``semscale --help`` is instant. Errors print as one line and exit with status 1 (``--debug`` shows the
-traceback).
+Options that mirror a config setting (``--epochs``, ``--mode``, ``--gpu`` …) become a new config section
+(:func:`apply_overrides`, ``dataclasses.replace``); their choices and defaults are read from
+:mod:`semscale.config`. Every command returns a result; ``main`` prints it on stdout — as JSON with
+``--json``, else as text — and everything else (logs, progress, warnings) goes to stderr. Imports of the
+heavy stack (Keras/TensorFlow, dask, zarr) happen inside the commands, so ``semscale --help`` is instant.
+Errors print as one line and exit with status 1 (``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
-import os
+import math
+import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from semscale._version import __version__
+from semscale.config import CampaignConfig, ClusterConfig, InferenceConfig, TrainingConfig, choices
+from semscale.pipeline import STAGES
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 log = logging.getLogger("semscale")
 
-_COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
+__all__ = ["Result", "apply_overrides", "build_parser", "main"]
+
+S = TypeVar("S", bound="DataclassInstance")
 
 
-def _command(name: str) -> Callable[[Callable[[argparse.Namespace], int | None]], Callable[..., Any]]:
-    def wrap(fn: Callable[[argparse.Namespace], int | None]) -> Callable[..., Any]:
+@dataclasses.dataclass
+class Result:
+    """What a command hands back: ``data`` for ``--json``, ``text`` otherwise, and the exit status."""
+
+    data: Any
+    text: str
+    code: int = 0
+
+
+Command = Callable[[argparse.Namespace], Result]
+_COMMANDS: dict[str, Command] = {}
+
+
+def _command(name: str) -> Callable[[Command], Command]:
+    def wrap(fn: Command) -> Command:
         _COMMANDS[name] = fn
         return fn
 
     return wrap
 
 
-# --- shared helpers ---------------------------------------------------------------------------------
-def _load(config_path: str) -> Any:
+# --- options -> config ------------------------------------------------------------------------------
+OVERRIDES: dict[str, dict[str, str]] = {
+    "cluster": {"scheduler": "address", "workers": "n_workers", "threads": "threads_per_worker", "gpu": "gpu",
+                "dashboard": "dashboard_address"},
+    "training": {"epochs": "epochs", "ensemble": "ensemble", "steps": "steps_per_epoch"},
+    "inference": {"model": "model", "mode": "mode", "stride": "stride", "tta": "tta",
+                  "probabilities": "probabilities"},
+}
+"""Per config section: argparse destination -> section field. An option left out (None) keeps the config's."""
+
+
+def _override(section: S, args: argparse.Namespace, fields: Mapping[str, str]) -> S:
+    changes = {field: getattr(args, dest) for dest, field in fields.items() if getattr(args, dest, None) is not None}
+    return dataclasses.replace(section, **changes) if changes else section
+
+
+def apply_overrides(config: CampaignConfig, args: argparse.Namespace) -> CampaignConfig:
+    """``config`` with the options given on the command line replacing its sections' values (validated)."""
+    sections = {name: _override(getattr(config, name), args, fields) for name, fields in OVERRIDES.items()}
+    return dataclasses.replace(config, **sections)
+
+
+def _config(args: argparse.Namespace, path: str | None = None) -> CampaignConfig:
+    """The campaign config at ``path`` (default: the command's ``config`` argument), overridden by ``args``."""
     from semscale.config import load_config
 
-    return load_config(config_path)
+    return apply_overrides(load_config(path or args.config), args)
 
 
-def _print(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
+def _store_path(value: str) -> Path:
+    path = Path(value)
+    if path.suffix in (".yaml", ".yml"):
+        from semscale.config import load_config
+
+        return load_config(path).store
+    return path
 
 
-def _cluster_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("cluster")
-    g.add_argument("--scheduler", metavar="ADDRESS", help="address of an existing Dask scheduler")
-    g.add_argument("--workers", type=int, metavar="N", help="workers of the local cluster")
-    g.add_argument("--threads", type=int, metavar="N", help="threads per worker of the local cluster")
-    g.add_argument("--gpu", choices=["auto", "on", "off"], help="use dask-cuda GPU workers (default auto)")
+# --- output -----------------------------------------------------------------------------------------
+def _plain(obj: Any) -> Any:
+    """JSON-ready data: paths as strings, numpy values as Python ones, NaN/inf as null."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [_plain(v) for v in obj]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _plain(dataclasses.asdict(obj))
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars
+        return _plain(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
 
 
-def _cluster_kwargs(args: argparse.Namespace, config: Any | None = None) -> dict[str, Any]:
-    base: dict[str, Any] = {}
-    if config is not None:
-        c = config.cluster
-        base = {"address": c.address, "n_workers": c.n_workers, "threads_per_worker": c.threads_per_worker,
-                "memory_limit": c.memory_limit, "gpu": c.gpu}
-    for key, attr in (("address", "scheduler"), ("n_workers", "workers"), ("threads_per_worker", "threads"),
-                      ("gpu", "gpu")):
-        value = getattr(args, attr, None)
-        if value is not None:
-            base[key] = value
-    return base
+def to_json(data: Any) -> str:
+    return json.dumps(_plain(data), indent=2, allow_nan=False)
+
+
+def _layout(rows: Sequence[Mapping[str, str]], *, wide: bool, tty: bool) -> str:
+    """Rows as an aligned table (``wide``, or a terminal it fits) or one ``key: value`` block per row."""
+    if not rows:
+        return ""
+    headers = list(rows[0])
+    cells = [{h: str(r.get(h) or "-") for h in headers} for r in rows]
+    widths = {h: max(len(h), *(len(c[h]) for c in cells)) for h in headers}
+    if wide or (tty and sum(widths.values()) + 2 * len(headers) <= shutil.get_terminal_size().columns):
+        lines = [[h.ljust(widths[h]) for h in headers]] + [[c[h].ljust(widths[h]) for h in headers] for c in cells]
+        return "\n".join("  ".join(line).rstrip() for line in lines)
+    title, *rest = headers
+    return "\n\n".join("\n".join([c[title], *(f"  {h}: {c[h]}" for h in rest)]) for c in cells)
+
+
+def _info_text(summary: Mapping[str, Any], *, wide: bool, tty: bool) -> str:
+    def x(values: Sequence[Any]) -> str:
+        return "×".join(map(str, values))
+
+    rows = [{
+        "image": im["id"] + ("" if im["complete"] else " (incomplete)"), "shape": x(im["shape"]),
+        "chunks": x(im["chunks"]), "dtype": im["dtype"], "levels": str(im["levels"]), "sample": im["sample"],
+        "t [min]": "" if im["oxidation_min"] is None else f"{im['oxidation_min']:g}", "role": im["role"],
+        "EDS": ",".join(im["eds"]), "labels": ",".join(im["labels"]), "predictions": ",".join(im["predictions"]),
+    } for im in summary["images"]]
+    head = (f"{summary.get('name', '?')} — {summary['path']}\nclasses: {', '.join(summary.get('classes', []))}"
+            f"   pixel size: {summary.get('pixel_size_um')} µm   semscale {summary.get('semscale_version', '?')}")
+    tail = f"models: {', '.join(summary['models']) or 'none'}   stats: {'yes' if summary['stats'] else 'no'}"
+    return "\n\n".join(p for p in (head, _layout(rows, wide=wide, tty=tty), tail) if p)
+
+
+def _models_text(models: Sequence[Mapping[str, Any]], *, wide: bool, tty: bool) -> str:
+    if not models:
+        return "no models"
+
+    def f(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
+
+    rows = []
+    for m in models:
+        for mem in m["members"]:
+            rows.append({"model/member": f"{m['name']}/{mem['member']}", "val acc": f(mem["val_accuracy"]),
+                         "val mIoU": f(mem["val_mean_iou"]), "best epoch": f(mem["best_epoch"]),
+                         "epochs": f(mem["epochs_trained"]), "patch": f(m["patch_size"]),
+                         "labels": f(m["label_source"])})
+        rows.append({"model/member": f"{m['name']}/mean", "val acc": f(m["val_accuracy"]),
+                     "val mIoU": f(m["val_mean_iou"]), "best epoch": "", "epochs": "",
+                     "patch": f(m["patch_size"]), "labels": f(m["label_source"])})
+    progress = [f"{m['name']}: in progress {m['in_progress']}" for m in models if m.get("in_progress")]
+    return "\n".join([_layout(rows, wide=wide, tty=tty), *progress])
+
+
+def _report(config: CampaignConfig, summary: Mapping[str, Any]) -> str:
+    from semscale.analysis.metrics import format_confusion
+
+    parts = []
+    ev = summary.get("evaluate", {})
+    for key, title in (("target_vs_truth", "EDS-guided targets vs ground truth"),
+                       ("model_vs_truth", f"U-Net `{config.model_name}` vs ground truth"),
+                       ("model_vs_target", f"U-Net `{config.model_name}` vs targets")):
+        total = (ev.get(key) or {}).get("total")
+        if total:
+            parts.append(format_confusion(total, title=title) + "\n")
+    if "stats" in summary:
+        parts.append(f"phase fractions: {summary['stats']['csv']}\nplot:            {summary['stats']['plot']}")
+    parts.append(f"store: {config.store}   ({summary['seconds']:.0f} s)")
+    return "\n".join(parts)
 
 
 # --- commands ---------------------------------------------------------------------------------------
 @_command("synth")
-def _cmd_synth(args: argparse.Namespace) -> int:
+def _cmd_synth(args: argparse.Namespace) -> Result:
     from semscale.synth import write_campaign
 
     kwargs: dict[str, Any] = {"n_images": args.images, "shape": tuple(args.shape), "seed": args.seed}
@@ -76,232 +196,149 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     if args.eds is not None:
         kwargs["n_eds"] = args.eds
     path = write_campaign(args.out, **kwargs)
-    _print(f"wrote synthetic campaign: {path}")
-    _print(f"next: semscale ingest {path}")
-    return 0
+    return Result({"config": path}, f"wrote synthetic campaign: {path}\nnext: semscale ingest {path}")
 
 
 @_command("ingest")
-def _cmd_ingest(args: argparse.Namespace) -> int:
+def _cmd_ingest(args: argparse.Namespace) -> Result:
     from semscale.io.ingest import ingest_campaign
 
-    config = _load(args.config)
-    store = ingest_campaign(config, force=args.force, image_ids=args.image or None)
-    _print(f"store: {store.path} ({len(store.image_ids())} images)")
-    return 0
+    store = ingest_campaign(_config(args), force=args.force, image_ids=args.image or None)
+    ids = store.image_ids()
+    return Result({"store": store.path, "images": ids}, f"store: {store.path} ({len(ids)} images)")
 
 
 @_command("info")
-def _cmd_info(args: argparse.Namespace) -> int:
+def _cmd_info(args: argparse.Namespace) -> Result:
     from semscale.store import open_store
 
-    summary = open_store(args.store, mode="r").summary()
-    if args.json:
-        _print(json.dumps(summary, indent=2, default=str))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    console.print(f"[bold]{summary.get('name', '?')}[/] — {summary['path']}")
-    console.print(f"classes: {', '.join(summary.get('classes', []))}   pixel size: "
-                  f"{summary.get('pixel_size_um')} µm   semscale {summary.get('semscale_version', '?')}")
-    table = Table(show_lines=False)
-    for col in ("image", "shape", "chunks", "dtype", "levels", "sample", "t [min]", "role", "EDS",
-                "labels", "predictions"):
-        table.add_column(col)
-    for im in summary["images"]:
-        table.add_row(
-            im["id"] + ("" if im["complete"] else " (incomplete)"),
-            "×".join(map(str, im["shape"])), "×".join(map(str, im["chunks"])), im["dtype"],
-            str(im["levels"]), str(im["sample"] or ""),
-            "" if im["oxidation_min"] is None else f"{im['oxidation_min']:g}", str(im["role"] or ""),
-            ",".join(im["eds"]), ",".join(im["labels"]), ",".join(im["predictions"]),
-        )
-    console.print(table)
-    console.print(f"models: {', '.join(summary['models']) or 'none'}   stats: "
-                  f"{'yes' if summary['stats'] else 'no'}")
-    return 0
+    summary = open_store(_store_path(args.store), mode="r").summary()
+    return Result(summary, _info_text(summary, wide=args.wide, tty=args.tty))
 
 
 @_command("label")
-def _cmd_label(args: argparse.Namespace) -> int:
+def _cmd_label(args: argparse.Namespace) -> Result:
     from semscale.io.ingest import ingest_campaign
     from semscale.pipeline import label
-
-    config = _load(args.config)
-    store = ingest_campaign(config)
     from semscale.runtime.cluster import get_client
 
-    with get_client(**args.cluster_kwargs(config)) as client:
+    config = _config(args)
+    store = ingest_campaign(config)
+    with get_client(config.cluster) as client:
         result = label(config, store, overwrite=args.overwrite, client=client)
-    _print(f"labelled: {', '.join(result.get('labelled', [])) or 'nothing to do'}")
-    return 0
-
-
-@_command("evaluate")
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from semscale.analysis.metrics import evaluate_store, format_confusion
-    from semscale.store import open_store
-
-    store = open_store(_store_path(args.target))
-    pred: Any = ("predictions", args.model) if args.model else ("labels", args.labels)
-    result = evaluate_store(store, args.image or None, pred=pred, ref=args.ref)
-    if args.json:
-        _print(json.dumps(result, indent=2, default=str))
-        return 0
-    what = f"model {args.model}" if args.model else f"labels {args.labels}"
-    for image_id, res in result["images"].items():
-        _print(format_confusion(res, title=f"{image_id}: {what} vs {args.ref}"))
-        _print()
-    if len(result["images"]) > 1 and result.get("total"):
-        _print(format_confusion(result["total"], title=f"all images: {what} vs {args.ref}"))
-    if not result["images"]:
-        _print(f"no image has both {what} and {args.ref}")
-        return 1
-    return 0
+    return Result(result, f"labelled: {', '.join(result.get('labelled', [])) or 'nothing to do'}")
 
 
 @_command("train")
-def _cmd_train(args: argparse.Namespace) -> int:
+def _cmd_train(args: argparse.Namespace) -> Result:
     from semscale.io.ingest import ingest_campaign
-    from semscale.pipeline import train
-    from semscale.store.models import format_models, list_models
+    from semscale.pipeline import models, train
+    from semscale.runtime.cluster import get_client
 
-    config = _load(args.config)
+    config = _config(args)
     store = ingest_campaign(config)
-    tc = config.training
-    config = dataclasses.replace(config, training=dataclasses.replace(
-        tc, ensemble=args.ensemble or tc.ensemble, epochs=args.epochs or tc.epochs,
-        steps_per_epoch=args.steps or tc.steps_per_epoch))
-    if args.scheduler or (config.training.ensemble > 1 and args.parallel):
-        from semscale.runtime.cluster import get_client
-
-        with get_client(**args.cluster_kwargs(config)) as client:
-            train(config, store, client=client, fresh=args.fresh)
-    else:
-        train(config, store, fresh=args.fresh)
-    _print(format_models([m for m in list_models(store) if m["name"] == config.training.name]))
-    return 0
+    # members train in this process unless a scheduler is given or parallel members are asked for
+    use_cluster = args.scheduler is not None or (args.parallel and config.training.ensemble > 1)
+    with get_client(config.cluster) if use_cluster else contextlib.nullcontext() as client:
+        train(config, store, client=client, fresh=args.fresh)
+    trained = models(store, name=config.training.name)
+    return Result({"store": store.path, "models": trained}, _models_text(trained, wide=args.wide, tty=args.tty))
 
 
 @_command("models")
-def _cmd_models(args: argparse.Namespace) -> int:
+def _cmd_models(args: argparse.Namespace) -> Result:
+    from semscale.pipeline import models
     from semscale.store import open_store
-    from semscale.store.models import format_models, list_models
 
-    models = list_models(open_store(_store_path(args.store), mode="r"))
-    if args.json:
-        _print(json.dumps(models, indent=2, default=str))
-    else:
-        _print(format_models(models) if models else "no models")
-    return 0
+    found = models(open_store(_store_path(args.store), mode="r"))
+    return Result(found, _models_text(found, wide=args.wide, tty=args.tty))
 
 
 @_command("predict")
-def _cmd_predict(args: argparse.Namespace) -> int:
+def _cmd_predict(args: argparse.Namespace) -> Result:
+    from semscale.errors import ConfigError
+    from semscale.pipeline import predict, segment_file, stored_config
     from semscale.runtime.cluster import get_client
 
-    overrides = {"mode": args.mode, "stride": args.stride, "tta": args.tta or None,
-                 "write_probabilities": args.probabilities or None, "model": args.model}
     source = Path(args.source)
-    if source.suffix in (".yaml", ".yml"):
+    is_config, is_store = source.suffix in (".yaml", ".yml"), (source / "zarr.json").exists()
+    if not (is_config or is_store):
+        cfg = _override(InferenceConfig(), args, OVERRIDES["inference"])
+        target = segment_file(source, cfg, model_files=[Path(p) for p in args.model_file or ()],
+                              output=Path(args.output) if args.output else None)
+        return Result({"output": target}, f"wrote {target} (labels 0..K-1)")
+    if args.model_file:
+        raise ConfigError("Expected --model NAME (a model in the store) for a campaign or store. Got "
+                          "--model-file, which segments one image file.")
+    if is_config:
         from semscale.io.ingest import ingest_campaign
-        from semscale.pipeline import predict
 
-        config = _load(args.source)
+        config = _config(args, args.source)
         store = ingest_campaign(config)
-        with get_client(**args.cluster_kwargs(config)) as client:
-            results = predict(config, store, image_ids=args.image or None, client=client,
-                              overwrite=args.overwrite, **overrides)
-    elif (source / "zarr.json").exists():
-        from semscale.inference import predict_to_store
+    else:
         from semscale.store import open_store
 
         store = open_store(source)
-        name = args.model or (store.model_names() or ["unet"])[0]
-        paths = [Path(p) for p in args.model_file] if args.model_file else store.model_members(name)
-        settings = {k: v for k, v in overrides.items() if v is not None and k != "model"}
-        with get_client(**args.cluster_kwargs()) as client:
-            results = [predict_to_store(store, i, model_paths=paths, model_name=name, client=client,
-                                        overwrite=args.overwrite, **settings)
-                       for i in (args.image or store.image_ids())]
-    else:
-        return _predict_file(args, source, overrides)
-    for r in results:
-        _print(f"{r['image']}: {r['computed']} of {r['blocks']} blocks computed ({r['mode']}, "
-               f"{r['evaluations_per_pixel']:.2f} evaluations/px, {r['seconds']:.1f} s)")
-    return 0
+        config = apply_overrides(stored_config(store), args)
+    with get_client(config.cluster) as client:
+        results = predict(config, store, image_ids=args.image or None, client=client, overwrite=args.overwrite)
+    text = "\n".join(f"{r['image']}: {r['computed']} of {r['blocks']} blocks computed ({r['mode']}, "
+                     f"{r['evaluations_per_pixel']:.2f} evaluations/px, {r['seconds']:.1f} s)" for r in results)
+    return Result({"store": store.path, "model": config.model_name, "images": results}, text)
 
 
-def _predict_file(args: argparse.Namespace, source: Path, overrides: dict[str, Any]) -> int:
-    import numpy as np
-    import tifffile
+@_command("evaluate")
+def _cmd_evaluate(args: argparse.Namespace) -> Result:
+    from semscale.analysis.metrics import format_confusion
+    from semscale.pipeline import evaluate
+    from semscale.store import open_store
 
-    from semscale.inference import segment_array
-    from semscale.io.ingest import read_image
-
-    if not args.model_file:
-        from semscale.errors import ConfigError
-
-        raise ConfigError("Expected --model-file MODEL.keras (repeatable) to segment an image file.")
-    image = read_image(source)
-    settings = {k: v for k, v in overrides.items() if v is not None and k not in ("model", "write_probabilities")}
-    out = segment_array(image, model_paths=args.model_file, **settings)
-    target = Path(args.output or source.with_name(source.stem + "_labels.tif"))
-    tifffile.imwrite(target, out["labels"].astype(np.uint8), compression="zlib")
-    _print(f"wrote {target} (labels 0..K-1)")
-    return 0
+    store = open_store(_store_path(args.target))
+    result = evaluate(store, model=args.model, labels=args.labels, ref=args.ref, image_ids=args.image)
+    what = f"model {args.model}" if args.model else f"labels {args.labels}"
+    parts = [format_confusion(res, title=f"{image_id}: {what} vs {args.ref}") + "\n"
+             for image_id, res in result["images"].items()]
+    if len(result["images"]) > 1 and result.get("total"):
+        parts.append(format_confusion(result["total"], title=f"all images: {what} vs {args.ref}"))
+    return Result(result, "\n".join(parts).rstrip("\n"))
 
 
 @_command("run")
-def _cmd_run(args: argparse.Namespace) -> int:
-    from semscale.pipeline import STAGES, run_campaign
+def _cmd_run(args: argparse.Namespace) -> Result:
+    from semscale.pipeline import run_campaign
 
-    config = _load(args.config)
-    stages = args.stages or list(STAGES)
-    summary = run_campaign(config, stages=stages, cluster_kwargs=args.cluster_kwargs(config),
-                           overwrite=args.overwrite, epochs=args.epochs, ensemble=args.ensemble)
-    _report(config, summary)
-    return 0
+    config = _config(args)
+    summary = run_campaign(config, stages=args.stages or STAGES, overwrite=args.overwrite)
+    return Result(summary, _report(config, summary))
 
 
 @_command("demo")
-def _cmd_demo(args: argparse.Namespace) -> int:
+def _cmd_demo(args: argparse.Namespace) -> Result:
     from semscale.pipeline import run_campaign, write_demo_campaign
 
-    config = write_demo_campaign(args.out, size=args.size, seed=args.seed)
-    _print(f"demo campaign: {config.source}")
-    summary = run_campaign(config, cluster_kwargs=args.cluster_kwargs(config))
-    _report(config, summary)
-    return 0
-
-
-def _report(config: Any, summary: dict[str, Any]) -> None:
-    from semscale.analysis.metrics import format_confusion
-
-    ev = summary.get("evaluate", {})
-    for key, title in (("target_vs_truth", "EDS-guided targets vs ground truth"),
-                       ("model_vs_truth", f"U-Net `{config.model_name}` vs ground truth"),
-                       ("model_vs_target", f"U-Net `{config.model_name}` vs targets")):
-        total = (ev.get(key) or {}).get("total")
-        if total:
-            _print(format_confusion(total, title=title))
-            _print()
-    if "stats" in summary:
-        _print(f"phase fractions: {summary['stats']['csv']}")
-        _print(f"plot:            {summary['stats']['plot']}")
-    _print(f"store: {config.store}   ({summary['seconds']:.0f} s)")
-
-
-def _store_path(value: str) -> Path:
-    path = Path(value)
-    if path.suffix in (".yaml", ".yml"):
-        return _load(value).store
-    return path
+    config = apply_overrides(write_demo_campaign(args.out, size=args.size, seed=args.seed), args)
+    log.info("demo campaign: %s", config.source)
+    summary = run_campaign(config)
+    return Result({"config": config.source, **summary}, _report(config, summary))
 
 
 # --- parser -----------------------------------------------------------------------------------------
+def _parents() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """Options shared by several commands: output (``--json``) and the cluster section."""
+    out = argparse.ArgumentParser(add_help=False)
+    out.add_argument("--json", action="store_true", help="print only a JSON result on stdout")
+    cluster = argparse.ArgumentParser(add_help=False)
+    g = cluster.add_argument_group("cluster (override the config's `cluster` section)")
+    g.add_argument("--scheduler", metavar="ADDRESS", help="address of an existing Dask scheduler")
+    g.add_argument("--workers", type=int, metavar="N", help="workers of the local cluster")
+    g.add_argument("--threads", type=int, metavar="N", help="threads per worker of the local cluster")
+    g.add_argument("--gpu", choices=choices(ClusterConfig, "gpu"),
+                   help=f"dask-cuda GPU workers (default {ClusterConfig.gpu})")
+    g.add_argument("--dashboard", metavar="HOST:PORT",
+                   help=f"dashboard address of a local cluster (default {ClusterConfig.dashboard_address})")
+    return out, cluster
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="semscale",
@@ -310,10 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"semscale {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (also TensorFlow's and Dask's start-up messages)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    out, cluster = _parents()
+    wide = argparse.ArgumentParser(add_help=False)
+    wide.add_argument("--wide", action="store_true", help="one table row per item even when piped")
 
-    p = sub.add_parser("synth", help="write a synthetic SEM+EDS campaign (TIFFs + campaign.yaml)")
+    p = sub.add_parser("synth", parents=[out], help="write a synthetic SEM+EDS campaign (TIFFs + campaign.yaml)")
     p.add_argument("out", type=Path, help="output folder")
     p.add_argument("--images", type=int, default=3, metavar="N", help="number of images (default 3)")
     p.add_argument("--shape", type=int, nargs=2, default=(1024, 1024), metavar=("H", "W"),
@@ -323,69 +364,79 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eds", type=int, metavar="N", help="how many images get EDS maps (default about half)")
     p.add_argument("--seed", type=int, default=0)
 
-    p = sub.add_parser("ingest", help="read a campaign's images into its Zarr store")
+    p = sub.add_parser("ingest", parents=[out], help="read a campaign's images into its Zarr store")
     p.add_argument("config", help="campaign YAML")
     p.add_argument("--image", action="append", metavar="ID", help="only this image (repeatable)")
     p.add_argument("--force", action="store_true", help="re-ingest even unchanged files")
 
-    p = sub.add_parser("info", help="show what a store holds and which stages are complete")
-    p.add_argument("store", help="campaign store (.zarr folder)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("info", parents=[out, wide], help="show what a store holds and which stages are complete")
+    p.add_argument("store", metavar="STORE|CONFIG", help="campaign store (.zarr folder) or its config")
 
-    p = sub.add_parser("label", help="EDS-guided target labels for images with EDS maps")
+    p = sub.add_parser("label", parents=[out, cluster], help="EDS-guided target labels for images with EDS maps")
     p.add_argument("config", help="campaign YAML")
     p.add_argument("--overwrite", action="store_true", help="redo existing automatic targets")
-    _cluster_args(p)
 
-    p = sub.add_parser("evaluate", help="score labels or predictions against target/truth (confusion table)")
+    p = sub.add_parser("evaluate", parents=[out],
+                       help="score labels or predictions against target/truth (confusion table)")
     p.add_argument("target", metavar="STORE|CONFIG", help="campaign store or its config")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", help="score predictions of this model")
     src.add_argument("--labels", default="target", help="score this label image (default target)")
     p.add_argument("--ref", default="truth", help="reference labels (default truth)")
     p.add_argument("--image", action="append", metavar="ID", help="only this image (repeatable)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("train", help="train the U-Net (ensemble) on the campaign's train images")
+    p = sub.add_parser("train", parents=[out, wide, cluster],
+                       help="train the U-Net (ensemble) on the campaign's train images")
     p.add_argument("config", help="campaign YAML")
-    p.add_argument("--ensemble", type=int, metavar="M", help="number of members (default training.ensemble)")
+    p.add_argument("--ensemble", type=int, metavar="M",
+                   help=f"number of members (default training.ensemble, {TrainingConfig.ensemble})")
     p.add_argument("--epochs", type=int, help="override training.epochs")
     p.add_argument("--steps", type=int, metavar="N", help="override training.steps_per_epoch")
     p.add_argument("--parallel", action="store_true", help="train members as parallel Dask tasks")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming checkpoints")
-    _cluster_args(p)
 
-    p = sub.add_parser("models", help="list a store's models with their metrics")
+    p = sub.add_parser("models", parents=[out, wide], help="list a store's models with their metrics")
     p.add_argument("store", metavar="STORE|CONFIG")
-    p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("predict", help="segment a campaign, a store's images or one image file")
+    p = sub.add_parser("predict", parents=[out, cluster],
+                       help="segment a campaign, a store's images or one image file")
     p.add_argument("source", help="campaign YAML, store (.zarr) or an image file (TIFF/PNG/npy)")
-    p.add_argument("--model", help="model name in the store (default: the config's)")
-    p.add_argument("--model-file", action="append", metavar="KERAS", help="model file(s); repeat for an ensemble")
-    p.add_argument("--mode", choices=["average", "gaussian", "tile"], help="window blending (default tile)")
+    p.add_argument("--model", help="model name in the store (default: inference.model, else training.name)")
+    p.add_argument("--model-file", action="append", metavar="KERAS",
+                   help="model file(s) to segment an image file; repeat for an ensemble")
+    p.add_argument("--mode", choices=choices(InferenceConfig, "mode"),
+                   help=f"window blending (default {InferenceConfig.mode})")
     p.add_argument("--stride", type=int, help="window stride in px (average/gaussian)")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation (8 flips/rotations)")
-    p.add_argument("--probabilities", action="store_true", help="also write class probabilities (float16)")
+    p.add_argument("--tta", action="store_true", default=None, help="test-time augmentation (8 flips/rotations)")
+    p.add_argument("--probabilities", action="store_true", default=None,
+                   help="also write class probabilities (float16)")
     p.add_argument("--image", action="append", metavar="ID", help="only this image (repeatable)")
     p.add_argument("--overwrite", action="store_true", help="recompute completed blocks")
     p.add_argument("-o", "--output", help="output TIFF (image-file mode)")
-    _cluster_args(p)
 
-    p = sub.add_parser("run", help="run a whole campaign: ingest, label, train, predict, evaluate, stats")
+    p = sub.add_parser("run", parents=[out, cluster],
+                       help="run a whole campaign: ingest, label, train, predict, evaluate, stats")
     p.add_argument("config", help="campaign YAML")
-    p.add_argument("--stages", nargs="+", choices=["ingest", "label", "train", "predict", "evaluate", "stats"])
+    p.add_argument("--stages", nargs="+", choices=STAGES)
     p.add_argument("--epochs", type=int, help="override training.epochs")
-    p.add_argument("--ensemble", type=int, metavar="M")
+    p.add_argument("--ensemble", type=int, metavar="M", help="override training.ensemble")
     p.add_argument("--overwrite", action="store_true", help="redo labels and predictions")
-    _cluster_args(p)
 
-    p = sub.add_parser("demo", help="simulate a small campaign and run all of it (no GPU needed)")
+    p = sub.add_parser("demo", parents=[out, cluster],
+                       help="simulate a small campaign and run all of it (no GPU needed)")
     p.add_argument("out", nargs="?", default="semscale-demo", type=Path, help="folder (default semscale-demo)")
     p.add_argument("--size", type=int, default=512, help="image edge in px (default 512)")
     p.add_argument("--seed", type=int, default=0)
-    _cluster_args(p)
     return parser
+
+
+def _execute(args: argparse.Namespace) -> Result:
+    """Run the command with stdout pointed at stderr, so only ``main`` writes the result to stdout."""
+    from semscale.runtime.progress import filter_native_stderr
+
+    quiet = contextlib.nullcontext() if args.verbose else filter_native_stderr()
+    with quiet, contextlib.redirect_stdout(sys.stderr):
+        return _COMMANDS[args.command](args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -397,11 +448,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from semscale.errors import SemscaleError
     from semscale.runtime.progress import setup_logging
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
-    setup_logging(args.verbose)
-    args.cluster_kwargs = lambda config=None: _cluster_kwargs(args, config)
+    setup_logging(args.verbose)  # before TensorFlow or distributed are imported
+    args.tty = sys.stdout.isatty()
     try:
-        return int(_COMMANDS[args.command](args) or 0)
+        result = _execute(args)
     except KeyboardInterrupt:
         sys.stderr.write("semscale: interrupted\n")
         return 130
@@ -416,6 +466,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"semscale: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the "
                          "traceback)\n")
         return 2
+    text = to_json(result.data) if args.json else result.text
+    if text:
+        sys.stdout.write(text + "\n")
+    return result.code
 
 
 if __name__ == "__main__":  # pragma: no cover

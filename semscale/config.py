@@ -30,9 +30,15 @@ __all__ = [
     "InferenceConfig",
     "IngestConfig",
     "LabellingConfig",
+    "Switch",
     "TrainingConfig",
+    "choices",
     "load_config",
 ]
+
+Switch = Literal["auto", "on", "off"]
+"""A three-way option (``cluster.gpu``, ``training.mixed_precision``); YAML's true/false (on/off, yes/no)
+read as "on"/"off"."""
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 ROLES = ("train", "test", "predict")
@@ -104,8 +110,8 @@ class TrainingConfig:
     test_tiles_fraction: float = 140 / 1232
     """Share of the P×P tile grid held out as test tiles (the paper: 140 of 1232)."""
     seed: int = 0
-    mixed_precision: Literal["auto", "on", "off"] = "auto"
-    """float16 compute: ``auto`` on a GPU only."""
+    mixed_precision: Switch = "auto"
+    """float16 compute: ``auto`` on a GPU, ``on``, ``off`` (YAML true/false accepted)."""
     n_test_tiles: int | None = None
     """Number of test tiles; null: ``round(test_tiles_fraction × tiles)``."""
     rare_fraction: float = 0.3
@@ -153,6 +159,7 @@ class TrainingConfig:
             value = getattr(self, key)
             _check((optional and value is None) or (value is not None and value >= least), f"training.{key}",
                    f"an integer >= {least}" + (" or null" if optional else ""), value)
+        _switch(self, "mixed_precision", "training.mixed_precision")
         for key, choices in (("split", ("tiles", "images")), ("mixed_precision", ("auto", "on", "off")),
                              ("monitor", ("val_mean_iou", "val_accuracy", "loss")),
                              ("jit_compile", (True, False, "auto")), ("verbose", (0, 1, 2))):
@@ -196,10 +203,29 @@ class ClusterConfig:
     """Where Dask work runs: an existing scheduler, or a local (CUDA) cluster built for this machine."""
 
     address: str | None = None
+    """Scheduler to connect to (``tcp://host:8786``); null: start a local cluster."""
     n_workers: int | None = None
+    """Local workers; default one per visible GPU, else ``max(1, cpus // 4)``."""
     threads_per_worker: int | None = None
+    """Threads per local CPU worker; default 1 (GPU workers always have 1)."""
     memory_limit: str = "auto"
-    gpu: Literal["auto", "on", "off"] = "auto"
+    """Per-worker memory limit (``4GB``, ``auto``), as Dask reads it."""
+    gpu: Switch = "auto"
+    """``auto``: dask-cuda GPU workers when GPUs are visible and dask-cuda is installed; ``on``: require
+    them; ``off``: CPU workers that see no GPU. ``CUDA_VISIBLE_DEVICES`` picks the devices."""
+    dashboard_address: str | None = "127.0.0.1:8787"
+    """``host:port`` the dashboard of a local cluster listens on (port 0: any free one; ``:8787`` or
+    ``0.0.0.0:8787``: every interface); null: no dashboard."""
+
+    def __post_init__(self) -> None:
+        for name in ("n_workers", "threads_per_worker"):
+            value = getattr(self, name)
+            _check(value is None or value >= 1, f"cluster.{name}", "an integer >= 1 or null", value)
+        _switch(self, "gpu", "cluster.gpu")
+        if self.dashboard_address is not None:
+            _host, sep, port = self.dashboard_address.rpartition(":")
+            _check(bool(sep) and port.isdigit() and int(port) <= 65535, "cluster.dashboard_address",
+                   "HOST:PORT (e.g. 127.0.0.1:8787; port 0 picks a free one) or null", self.dashboard_address)
 
 
 @dataclass(frozen=True)
@@ -307,6 +333,23 @@ def _check(ok: bool, key: str, expected: str, got: Any) -> None:
         raise _FieldError(key, f"expected {expected}, got {got!r}")
 
 
+def _switch(section: Any, name: str, key: str) -> None:
+    """Check a :data:`Switch` field of a frozen section; a bool (Python, or YAML's on/off) becomes on/off."""
+    value = getattr(section, name)
+    if isinstance(value, bool):
+        object.__setattr__(section, name, "on" if value else "off")
+        return
+    _check(value in typing.get_args(Switch), key, f"{_type_name(Switch)} (or true/false)", value)
+
+
+def choices(section: type, name: str) -> tuple[str, ...]:
+    """The values the Literal-typed option ``name`` of a section class allows (for argparse ``choices``)."""
+    tp = typing.get_type_hints(section)[name]
+    if typing.get_origin(tp) is not Literal:
+        raise TypeError(f"Expected a Literal-typed option for {section.__name__}.{name}. Got {tp}.")
+    return tuple(typing.get_args(tp))
+
+
 def _describe(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
@@ -341,7 +384,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 continue
         raise _FieldError(key, f"expected {_type_name(tp)}, got {_describe(value)}")
     if origin is Literal:
-        if value in typing.get_args(tp):
+        allowed = typing.get_args(tp)
+        if isinstance(value, bool) and {"on", "off"} <= set(allowed):
+            return "on" if value else "off"  # YAML 1.1 reads on/off/yes/no as booleans
+        if not isinstance(value, bool) and value in allowed:
             return value
         raise _FieldError(key, f"expected {_type_name(tp)}, got {_describe(value)}")
     if origin is tuple:

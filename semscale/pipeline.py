@@ -11,10 +11,11 @@ import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from semscale.config import CampaignConfig
-from semscale.errors import StoreError
+from semscale.config import CampaignConfig, InferenceConfig
+from semscale.errors import ConfigError, StoreError
 from semscale.synth.demo import write_demo_campaign
 
 if TYPE_CHECKING:
@@ -22,7 +23,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STAGES", "label", "predict", "run_campaign", "train", "write_demo_campaign"]
+__all__ = [
+    "STAGES", "evaluate", "evaluate_campaign", "label", "models", "predict", "run_campaign", "segment_file",
+    "stored_config", "train", "write_demo_campaign",
+]
 
 STAGES = ("ingest", "label", "train", "predict", "evaluate", "stats")
 
@@ -82,34 +86,79 @@ def predict(config: CampaignConfig, store: Any, *, image_ids: Sequence[str] | No
                              **settings) for i in ids]
 
 
-def evaluate(config: CampaignConfig, store: Any) -> dict[str, Any]:
-    """Score targets and predictions against ground truth (and predictions against targets) where present."""
+def evaluate(store: CampaignStore, *, model: str | None = None, labels: str = "target", ref: str = "truth",
+             image_ids: Sequence[str] | None = None) -> dict[str, Any]:
+    """Score ``model``'s predictions (or, without a model, the label image ``labels``) against ``ref``.
+
+    Returns ``{"images": {id: result}, "total": pooled}`` for the images that have both (metrics are
+    recorded in the store); raises :class:`~semscale.errors.StoreError` when none has.
+    """
     from semscale.analysis.metrics import evaluate_store
 
+    pred: str | tuple[str, str] = ("predictions", model) if model else ("labels", labels)
+    return evaluate_store(store, list(image_ids) if image_ids else None, pred=pred, ref=ref)
+
+
+def evaluate_campaign(config: CampaignConfig, store: CampaignStore) -> dict[str, Any]:
+    """The ``evaluate`` stage: targets and predictions against ground truth, predictions against targets."""
     out: dict[str, Any] = {}
     name = config.model_name
     has_truth = any("truth" in store.label_names(i) for i in store.image_ids())
     if has_truth:
-        out["target_vs_truth"] = evaluate_store(store, pred=("labels", "target"), ref="truth")
+        out["target_vs_truth"] = evaluate(store, labels="target", ref="truth")
     if name in store.prediction_models():
         if has_truth:
-            out["model_vs_truth"] = evaluate_store(store, pred=("predictions", name), ref="truth")
-        out["model_vs_target"] = evaluate_store(store, pred=("predictions", name), ref="target")
+            out["model_vs_truth"] = evaluate(store, model=name, ref="truth")
+        out["model_vs_target"] = evaluate(store, model=name, ref="target")
     return out
 
 
+def models(store: CampaignStore, *, name: str | None = None) -> list[dict[str, Any]]:
+    """The store's models (or only ``name``) with their members and metrics."""
+    from semscale.store.models import list_models
+
+    return [m for m in list_models(store) if name is None or m["name"] == name]
+
+
+def stored_config(store: CampaignStore) -> CampaignConfig:
+    """The campaign config a store was ingested with (recorded in its attrs; source files not checked)."""
+    data = store.meta.get("config")
+    if not data:
+        raise StoreError(
+            f"Expected the campaign config recorded in {store.path} (written by `semscale ingest`). Got "
+            "none; give the campaign YAML instead of the store."
+        )
+    return CampaignConfig.from_dict(data, base_dir=store.path.parent, check_files=False)
+
+
+def segment_file(source: Path, cfg: InferenceConfig, *, model_files: Sequence[Path],
+                 output: Path | None = None) -> Path:
+    """Segment one image file (TIFF/PNG/npy) with the given model files; writes a uint8 label TIFF."""
+    import numpy as np
+    import tifffile
+
+    from semscale.inference import segment_array
+    from semscale.io.ingest import read_image
+
+    if not model_files:
+        raise ConfigError("Expected --model-file MODEL.keras (repeatable) to segment an image file. Got none.")
+    # the patch size stays the model sidecar's (no campaign config applies to a bare file)
+    out = segment_array(read_image(source), model_paths=list(model_files), mode=cfg.mode, stride=cfg.stride,
+                        tta=cfg.tta)
+    target = output or source.with_name(source.stem + "_labels.tif")
+    tifffile.imwrite(target, out["labels"].astype(np.uint8), compression="zlib")
+    return target
+
+
 @contextlib.contextmanager
-def _maybe_client(config: CampaignConfig, client: Any, cluster_kwargs: dict[str, Any] | None) -> Iterator[Any]:
+def _maybe_client(config: CampaignConfig, client: Any) -> Iterator[Any]:
+    """``client`` when given, else a cluster started from ``config.cluster`` (closed afterwards)."""
     if client is not None:
         yield client
         return
     from semscale.runtime.cluster import get_client
 
-    c = config.cluster
-    kwargs = {"address": c.address, "n_workers": c.n_workers, "threads_per_worker": c.threads_per_worker,
-              "memory_limit": c.memory_limit, "gpu": c.gpu}
-    kwargs.update(cluster_kwargs or {})
-    with get_client(**kwargs) as new_client:
+    with get_client(config.cluster) as new_client:
         yield new_client
 
 
@@ -118,37 +167,35 @@ def run_campaign(
     *,
     stages: Sequence[str] = STAGES,
     client: Any = None,
-    cluster_kwargs: dict[str, Any] | None = None,
     overwrite: bool = False,
-    epochs: int | None = None,
-    ensemble: int | None = None,
 ) -> dict[str, Any]:
-    """Run ``stages`` of the campaign in pipeline order; returns a summary of each stage."""
+    """Run ``stages`` of the campaign in pipeline order; returns a summary of each stage.
+
+    Options come from ``config`` alone (override them with ``dataclasses.replace`` on its sections);
+    without ``client`` a cluster is started from ``config.cluster`` for labelling and prediction.
+    """
     from semscale.io.ingest import ingest_campaign
 
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
-        raise ValueError(f"Expected stages among {STAGES}. Got {unknown}.")
+        raise ConfigError(f"Expected stages among {', '.join(STAGES)}. Got {', '.join(map(str, unknown))}.")
     summary: dict[str, Any] = {}
     t0 = time.perf_counter()
     store = ingest_campaign(config) if "ingest" in stages else _open(config)
     summary["ingest"] = {"images": store.image_ids()}
-    with _maybe_client(config, client, cluster_kwargs) as dask_client:
+    with _maybe_client(config, client) as dask_client:
         if "label" in stages:
             summary["label"] = label(config, store, overwrite=overwrite, client=dask_client)
         if "train" in stages:
             # Members train in this process (one after another on CPU) unless the caller passed a cluster,
             # so TensorFlow does not compete with the labelling/prediction workers for the cores.
-            tc = config.training
-            trained = dataclasses.replace(config, training=dataclasses.replace(
-                tc, ensemble=ensemble or tc.ensemble, epochs=epochs or tc.epochs))
-            sidecars = train(trained, store, client=client)
+            sidecars = train(config, store, client=client)
             summary["train"] = [{k: s.get(k) for k in ("member", "val_accuracy", "val_mean_iou", "path")}
                                 for s in sidecars]
         if "predict" in stages:
             summary["predict"] = predict(config, store, client=dask_client, overwrite=overwrite)
     if "evaluate" in stages:
-        summary["evaluate"] = evaluate(config, store)
+        summary["evaluate"] = evaluate_campaign(config, store)
     if "stats" in stages and config.model_name in store.prediction_models():
         from semscale.analysis.stats import campaign_stats, write_stats
 
@@ -158,7 +205,7 @@ def run_campaign(
     return summary
 
 
-def _open(config: CampaignConfig) -> Any:
+def _open(config: CampaignConfig) -> CampaignStore:
     from semscale.store import open_store
 
     return open_store(config.store)

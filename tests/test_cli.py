@@ -57,8 +57,54 @@ def test_synth_ingest_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert all(im["complete"] and "truth" in im["labels"] for im in summary["images"])
     with_eds = [im for im in summary["images"] if im["eds"]]
     assert with_eds and all(im["eds"] == ["Ni", "O", "Zr"] for im in with_eds)
-    assert main(["info", str(store)]) == 0  # the table view
-    assert "t0" in capsys.readouterr().out
+    assert main(["info", str(store)]) == 0  # stdout is not a terminal here: one block per image
+    text = capsys.readouterr().out
+    for image in summary["images"]:
+        assert image["id"] in text and f"shape: {image['shape'][0]}×{image['shape'][1]}" in text
+    assert str(store) in text and "Ni,O,Zr" in text  # nothing cut at 80 columns
+    assert main(["info", str(store), "--wide"]) == 0  # one untruncated table row per image
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("t0", "t1"))]
+    assert len(rows) == 3 and all("200×300" in row and row.rstrip().endswith(("truth", "-")) for row in rows)
+
+
+def test_json_output_is_alone_on_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "c"
+    assert main(["synth", str(out), "--images", "2", "--shape", "64", "64", "--json"]) == 0
+    cfg_path = Path(json.loads(capsys.readouterr().out)["config"])
+    assert main(["ingest", str(cfg_path), "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert len(result["images"]) == 2 and Path(result["store"]).is_dir()
+    assert "sem ingested" in captured.err  # the log went to stderr
+    assert main(["info", str(cfg_path), "--json"]) == 0  # a config names its store
+    assert json.loads(capsys.readouterr().out)["path"] == result["store"]
+    assert main(["models", result["store"], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_apply_overrides_builds_new_sections(tmp_path: Path) -> None:
+    from semscale.cli import apply_overrides, build_parser
+    from semscale.config import CampaignConfig, ClusterConfig, InferenceConfig
+    from semscale.errors import ConfigError
+
+    cfg = CampaignConfig.from_dict({"name": "x", "store": "s.zarr", "pixel_size_um": 0.1, "images": [
+        {"id": "a", "sem": "a.tif"}]}, base_dir=tmp_path, check_files=False)
+    parser = build_parser()
+    args = parser.parse_args(["predict", "c.yaml", "--mode", "gaussian", "--stride", "64", "--tta", "--gpu",
+                              "off", "--workers", "3", "--model", "other", "--dashboard", "127.0.0.1:0"])
+    new = apply_overrides(cfg, args)
+    assert new.inference == InferenceConfig(mode="gaussian", stride=64, tta=True, model="other")
+    assert new.cluster == ClusterConfig(gpu="off", n_workers=3, dashboard_address="127.0.0.1:0")
+    assert new.training == cfg.training and new.images == cfg.images and cfg.inference == InferenceConfig()
+    assert new.model_name == "other"
+    assert apply_overrides(cfg, parser.parse_args(["run", "c.yaml"])) == cfg  # nothing given: unchanged
+    args = parser.parse_args(["train", "c.yaml", "--epochs", "3", "--ensemble", "2", "--steps", "5"])
+    t = apply_overrides(cfg, args).training
+    assert (t.epochs, t.ensemble, t.steps_per_epoch) == (3, 2, 5)
+    with pytest.raises(ConfigError, match=r"`inference\.stride`: expected an integer in 1\.\.patch_size"):
+        apply_overrides(cfg, parser.parse_args(["predict", "c.yaml", "--stride", "999"]))
+    with pytest.raises(SystemExit):  # choices come from the config's Literal types
+        parser.parse_args(["predict", "c.yaml", "--gpu", "maybe"])
 
 
 def test_errors_are_one_line_with_nonzero_exit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -76,6 +122,7 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path: Path, capsys: pytest.Ca
         main(["--debug", "ingest", str(tmp_path / "missing.yaml")])
 
 
+@pytest.mark.slow
 def test_whole_campaign_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """synth → run (ingest, label, train, predict, evaluate, stats) with a tiny U-Net; a rerun skips work."""
     out = tmp_path / "c"
@@ -86,8 +133,9 @@ def test_whole_campaign_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureF
                         "epochs": 1, "steps_per_epoch": 3, "test_tiles_fraction": 0.2}
     data["inference"] = {"patch_size": 64}
     data["ingest"] = {"chunk_size": 96}
-    data["cluster"] = {"n_workers": 1, "threads_per_worker": 2}
-    cfg_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    cfg_path.write_text(yaml.safe_dump(data, sort_keys=False)
+                        + "cluster:\n  n_workers: 1\n  threads_per_worker: 2\n  gpu: off\n  dashboard_address: 127.0.0.1:0\n")
+    assert yaml.safe_load(cfg_path.read_text())["cluster"]["gpu"] is False  # the YAML trap, on purpose
 
     assert main(["run", str(cfg_path)]) == 0
     text = capsys.readouterr().out
@@ -109,6 +157,24 @@ def test_whole_campaign_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureF
 
     before = {p: p.stat().st_mtime_ns for p in (store / "predictions").rglob("*") if p.is_file()
               and p.name != "zarr.json"}
-    assert main(["run", str(cfg_path), "--stages", "ingest", "label", "train", "predict"]) == 0
+    assert main(["run", str(cfg_path), "--stages", "ingest", "label", "train", "predict", "--json"]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert all(r["computed"] == 0 for r in resumed["predict"]) and resumed["label"]["labelled"] == []
     after = {p: p.stat().st_mtime_ns for p in before}
     assert after == before  # nothing recomputed
+
+    assert main(["evaluate", str(store), "--model", "unet", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert sorted(scores["images"]) == sorted(im["id"] for im in data["images"])
+    piped = subprocess.run(f"{sys.executable} -m semscale.cli evaluate {store} --model unet --json | "
+                           f"{sys.executable} -m json.tool", shell=True, capture_output=True, text=True, check=True)
+    assert json.loads(piped.stdout)["total"]["classes"] == scores["total"]["classes"]
+
+    first = data["images"][0]["id"]
+    labels = root[f"predictions/unet/{first}/labels/0"][:]
+    assert main(["predict", str(cfg_path), "--gpu", "off", "--image", first, "--overwrite", "--json"]) == 0
+    (redo,) = json.loads(capsys.readouterr().out)["images"]
+    assert redo["image"] == first and redo["computed"] == redo["blocks"] > 0
+    np.testing.assert_array_equal(zarr.open_group(store, mode="r")[f"predictions/unet/{first}/labels/0"][:], labels)
+    assert main(["predict", str(store), "--gpu", "off", "--workers", "1", "--threads", "1"]) == 0  # a store
+    assert f"{first}: 0 of" in capsys.readouterr().out

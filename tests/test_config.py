@@ -9,7 +9,14 @@ import pytest
 import tifffile
 import yaml
 
-from semscale.config import CampaignConfig, TrainingConfig, load_config
+from semscale.config import (
+    CampaignConfig,
+    ClusterConfig,
+    InferenceConfig,
+    TrainingConfig,
+    choices,
+    load_config,
+)
 from semscale.errors import ConfigError
 
 
@@ -134,3 +141,56 @@ def test_shipped_example_config_is_valid() -> None:
     assert len(cfg.images) == 8 and cfg.training.ensemble == 10
     assert [e.role for e in cfg.images].count("train") == 3
     assert cfg.image("t030_b").role == "test"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("off", "off"), ("on", "on"), ("no", "off"), ("yes", "on"), ("false", "off"), ("true", "on"),
+    ("auto", "auto"), ("'off'", "off"),
+])
+def test_switches_accept_yaml_booleans(campaign_dir: Path, text: str, expected: str) -> None:
+    """YAML 1.1 reads `gpu: off` as false and `on` as true: both switches take them as off/on."""
+    path = _write(campaign_dir, _base())
+    with path.open("a") as f:
+        f.write(f"cluster:\n  gpu: {text}\ntraining:\n  mixed_precision: {text}\n")
+    cfg = load_config(path)
+    assert cfg.cluster.gpu == expected and cfg.training.mixed_precision == expected
+    again = CampaignConfig.from_dict(yaml.safe_load(cfg.to_yaml()))
+    assert again.cluster.gpu == expected  # the stored config reads back the same
+
+
+def test_switch_errors_name_the_key(campaign_dir: Path) -> None:
+    data = _base()
+    data["cluster"] = {"gpu": "maybe"}
+    with pytest.raises(ConfigError, match=r"`cluster\.gpu`: expected one of 'auto', 'on', 'off', got 'maybe'"):
+        load_config(_write(campaign_dir, data))
+    data["cluster"] = {"gpu": 1}
+    with pytest.raises(ConfigError, match=r"`cluster\.gpu`: expected one of"):
+        load_config(_write(campaign_dir, data))
+    with pytest.raises(ConfigError, match=r"`training\.mixed_precision`"):
+        TrainingConfig(mixed_precision="fp16")  # type: ignore[arg-type]
+    assert ClusterConfig(gpu=False).gpu == "off" and TrainingConfig(mixed_precision=True).mixed_precision == "on"  # type: ignore[arg-type]
+
+
+def test_cluster_section_defaults_and_checks(campaign_dir: Path) -> None:
+    cfg = load_config(_write(campaign_dir, _base()))
+    assert cfg.cluster == ClusterConfig()
+    assert cfg.cluster.dashboard_address == "127.0.0.1:8787" and cfg.cluster.gpu == "auto"
+    data = _base()
+    data["cluster"] = {"dashboard_address": None, "n_workers": 2, "memory_limit": "4GB"}
+    cfg = load_config(_write(campaign_dir, data))
+    assert cfg.cluster.dashboard_address is None and cfg.cluster.n_workers == 2
+    for bad, key in (({"dashboard_address": "localhost"}, "dashboard_address"),
+                     ({"dashboard_address": "127.0.0.1:http"}, "dashboard_address"),
+                     ({"n_workers": 0}, "n_workers"), ({"threads_per_worker": -1}, "threads_per_worker")):
+        data["cluster"] = bad
+        with pytest.raises(ConfigError, match=rf"`cluster\.{key}`: expected"):
+            load_config(_write(campaign_dir, data))
+    assert ClusterConfig(dashboard_address=":8787").dashboard_address == ":8787"
+
+
+def test_choices_come_from_the_literal_types() -> None:
+    assert choices(ClusterConfig, "gpu") == ("auto", "on", "off")
+    assert choices(InferenceConfig, "mode") == ("average", "gaussian", "tile")
+    assert choices(TrainingConfig, "split") == ("tiles", "images")
+    with pytest.raises(TypeError, match="Literal"):
+        choices(TrainingConfig, "epochs")

@@ -532,7 +532,7 @@ def _outputs_for_region(
 ) -> Any:
     """:func:`predict_region` on raw input, normalised here; numpy results (host copies of cupy ones)."""
     from semscale.kernels.norm import apply_norm
-    from semscale.runtime.cluster import array_module
+    from semscale.runtime.backend import array_module
 
     x = apply_norm(raw, dict(norm)) if norm is not None else np.asarray(raw, dtype=np.float32)
     xp = array_module()

@@ -1,8 +1,10 @@
 """Dask clusters for semscale: an existing scheduler, ``LocalCUDACluster`` on GPU machines, else ``LocalCluster``.
 
-The wrapper stays thin over ``distributed``. :func:`get_client` is a context manager that yields a
-``distributed.Client`` and closes what it started. :func:`array_module` picks the array library for
-accumulators inside tasks: cupy on a GPU worker when cupy is importable, numpy otherwise.
+The wrapper stays thin over ``distributed``: :func:`plan_cluster` turns a
+:class:`~semscale.config.ClusterConfig` into a :class:`ClusterPlan` (pure logic, hardware probes
+injectable), and :func:`get_client` is a context manager that starts what the plan says, yields a
+``distributed.Client`` and closes what it started. The hardware probes live in
+:mod:`semscale.runtime.backend`.
 """
 
 from __future__ import annotations
@@ -10,192 +12,128 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
-import subprocess
 from collections.abc import Iterator
-from types import ModuleType
+from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-
-from semscale.errors import ConfigError, DependencyError
+from semscale.config import ClusterConfig
+from semscale.errors import DependencyError
+from semscale.runtime import backend
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "ClusterPlan",
-    "array_module",
-    "cupy_available",
-    "dask_cuda_available",
-    "detect_gpus",
-    "get_client",
-    "plan_cluster",
-]
-
-GpuOption = bool | Literal["auto"]
+__all__ = ["ClusterPlan", "get_client", "plan_cluster"]
 
 
-def detect_gpus() -> int:
-    """Number of CUDA GPUs visible to this process (``CUDA_VISIBLE_DEVICES`` honoured; 0 when none)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        ids = [v for v in visible.split(",") if v.strip() and v.strip() != "-1"]
-        if not ids:
-            return 0
-    else:
-        ids = None
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return 0
-    try:
-        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=20, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    n = sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
-    return min(n, len(ids)) if ids is not None else n
+@dataclass(frozen=True)
+class ClusterPlan:
+    """What :func:`plan_cluster` decided."""
 
-
-def dask_cuda_available() -> bool:
-    try:
-        import dask_cuda  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def cupy_available() -> bool:
-    """cupy importable and a CUDA device usable from this process."""
-    try:
-        import cupy
-    except ImportError:
-        return False
-    try:
-        return bool(cupy.cuda.runtime.getDeviceCount() > 0)
-    except Exception:
-        return False
-
-
-def array_module(*, gpu: GpuOption = "auto") -> ModuleType:
-    """``cupy`` on a GPU worker (cupy importable and a device visible), else ``numpy``.
-
-    ``SEMSCALE_ARRAY_MODULE=numpy`` forces numpy; ``gpu=False`` too; ``gpu=True`` without cupy raises.
-    """
-    if gpu is False or os.environ.get("SEMSCALE_ARRAY_MODULE", "").lower() == "numpy":
-        return np
-    if cupy_available():
-        import cupy
-
-        return cupy
-    if gpu is True:
-        raise DependencyError(
-            "Expected cupy and a CUDA device for `gpu=True`. Got none; install with "
-            "`pip install 'semscale[gpu]'` (cupy-cuda12x) or use gpu=False."
-        )
-    return np
-
-
-class ClusterPlan(dict):  # a plain dict with a readable repr
-    """What :func:`plan_cluster` decided: ``kind`` ("address" | "cuda" | "local") and its arguments."""
+    kind: Literal["address", "cuda", "local"]
+    address: str | None = None
+    """Scheduler address (``kind == "address"``)."""
+    n_workers: int = 0
+    threads_per_worker: int = 1
+    memory_limit: str = "auto"
+    devices: tuple[str, ...] = ()
+    """CUDA devices of the GPU workers, one each (``kind == "cuda"``), as ``CUDA_VISIBLE_DEVICES`` names them."""
+    hide_gpus: bool = False
+    """CPU workers start with ``CUDA_VISIBLE_DEVICES=""`` (``gpu: off``)."""
+    dashboard_address: str | None = None
 
 
 def plan_cluster(
-    address: str | None = None,
+    cfg: ClusterConfig,
     *,
-    n_workers: int | None = None,
-    threads_per_worker: int | None = None,
-    memory_limit: str | int | None = "auto",
-    gpu: GpuOption = "auto",
     n_gpus: int | None = None,
     has_dask_cuda: bool | None = None,
     cpu_count: int | None = None,
 ) -> ClusterPlan:
-    """Decide which cluster to start (pure logic; GPU detection injectable for tests).
+    """Decide which cluster to start for ``cfg`` (GPU count, dask-cuda and CPU count injectable for tests).
 
-    - ``address`` given: connect to that scheduler.
-    - GPUs present (``gpu`` "auto" or True) and dask-cuda importable: ``LocalCUDACluster``, one worker per
-      GPU with one thread (``n_workers`` caps the GPU count).
+    - ``cfg.address`` given: connect to that scheduler.
+    - GPUs visible (``gpu`` auto or on) and dask-cuda importable: ``LocalCUDACluster``, one single-threaded
+      worker per GPU (``n_workers`` caps the count), on the devices ``CUDA_VISIBLE_DEVICES`` lists (in
+      its order), else on devices 0..n-1.
     - otherwise ``LocalCluster``: by default ``max(1, cpus // 4)`` worker processes with one thread each
       (each inference task uses the backend's own intra-op threads).
-    ``gpu=True`` without GPUs or dask-cuda raises :class:`DependencyError` with the fix.
+    ``gpu: on`` without GPUs or dask-cuda raises :class:`~semscale.errors.DependencyError` with the fix.
     """
-    if gpu not in (True, False, "auto"):
-        raise ConfigError(f'Expected true, false or "auto" for `cluster.gpu`. Got {gpu!r}.')
-    if address:
-        return ClusterPlan(kind="address", address=address)
-    n_gpus = detect_gpus() if n_gpus is None else n_gpus
-    has_dask_cuda = dask_cuda_available() if has_dask_cuda is None else has_dask_cuda
-    if gpu is True and n_gpus == 0:
-        raise DependencyError("Expected a CUDA GPU for `gpu=True`. Got none visible (nvidia-smi -L).")
-    if gpu is True and not has_dask_cuda:
+    if cfg.address:
+        return ClusterPlan(kind="address", address=cfg.address)
+    n_gpus = backend.detect_gpus() if n_gpus is None else n_gpus
+    has_dask_cuda = backend.dask_cuda_available() if has_dask_cuda is None else has_dask_cuda
+    if cfg.gpu == "on" and n_gpus == 0:
         raise DependencyError(
-            "Expected dask-cuda for `gpu=True`. Got it not installed; `pip install 'semscale[gpu]'`."
+            "Expected a CUDA GPU for `cluster.gpu: on`. Got none visible (nvidia-smi -L, "
+            "CUDA_VISIBLE_DEVICES); use `gpu: auto` or `gpu: off` (`--gpu off`) for CPU workers."
         )
-    if gpu is not False and n_gpus > 0 and has_dask_cuda:
-        n = n_gpus if n_workers is None else min(n_workers, n_gpus)
-        return ClusterPlan(
-            kind="cuda", n_workers=n, threads_per_worker=1, memory_limit=memory_limit,
-            CUDA_VISIBLE_DEVICES=list(range(n)),
+    if cfg.gpu == "on" and not has_dask_cuda:
+        raise DependencyError(
+            "Expected dask-cuda for `cluster.gpu: on`. Got it not installed; `pip install 'semscale[gpu]'`."
         )
-    if gpu == "auto" and n_gpus > 0:
+    if cfg.gpu != "off" and n_gpus > 0 and has_dask_cuda:
+        n = n_gpus if cfg.n_workers is None else min(cfg.n_workers, n_gpus)
+        visible = backend.visible_devices()
+        devices = tuple(visible[:n]) if visible else tuple(str(i) for i in range(n))
+        return ClusterPlan(kind="cuda", n_workers=len(devices), memory_limit=cfg.memory_limit,
+                           devices=devices, dashboard_address=cfg.dashboard_address)
+    if cfg.gpu == "auto" and n_gpus > 0:
         log.warning("GPUs found but dask-cuda is not installed; starting a CPU LocalCluster instead.")
     cpus = cpu_count or os.cpu_count() or 1
     return ClusterPlan(
         kind="local",
-        n_workers=n_workers if n_workers is not None else max(1, cpus // 4),
-        threads_per_worker=threads_per_worker if threads_per_worker is not None else 1,
-        memory_limit=memory_limit,
+        n_workers=cfg.n_workers if cfg.n_workers is not None else max(1, cpus // 4),
+        threads_per_worker=cfg.threads_per_worker if cfg.threads_per_worker is not None else 1,
+        memory_limit=cfg.memory_limit, hide_gpus=cfg.gpu == "off", dashboard_address=cfg.dashboard_address,
     )
 
 
-@contextlib.contextmanager
-def get_client(
-    address: str | None = None,
-    *,
-    n_workers: int | None = None,
-    threads_per_worker: int | None = None,
-    memory_limit: str | int | None = "auto",
-    gpu: GpuOption = "auto",
-    dashboard: bool = True,
-    processes: bool = True,
-) -> Iterator[Any]:
-    """Yield a ``distributed.Client`` for the plan of :func:`plan_cluster`; close what was started.
-
-    The dashboard link is logged (INFO). ``dashboard=False`` starts local clusters without one.
-    """
-    from distributed import Client, LocalCluster
-
-    plan = plan_cluster(
-        address, n_workers=n_workers, threads_per_worker=threads_per_worker,
-        memory_limit=memory_limit, gpu=gpu,
-    )
-    dash = ":0" if dashboard else None
-    cluster: Any = None
-    if plan["kind"] == "address":
-        client = Client(plan["address"])
-        log.info("connected to Dask scheduler %s", plan["address"])
-    elif plan["kind"] == "cuda":
+def _start(plan: ClusterPlan, *, processes: bool) -> Any:
+    """Start the local cluster ``plan`` describes (``kind`` cuda or local)."""
+    if plan.kind == "cuda":
         from dask_cuda import LocalCUDACluster
 
         cluster = LocalCUDACluster(
-            n_workers=plan["n_workers"], threads_per_worker=1, memory_limit=plan["memory_limit"],
-            CUDA_VISIBLE_DEVICES=plan["CUDA_VISIBLE_DEVICES"], dashboard_address=dash,
+            n_workers=plan.n_workers, threads_per_worker=1, memory_limit=plan.memory_limit,
+            CUDA_VISIBLE_DEVICES=",".join(plan.devices), dashboard_address=plan.dashboard_address,
         )
-        client = Client(cluster)
-        log.info("started LocalCUDACluster with %d GPU worker(s)", plan["n_workers"])
-    else:
-        cluster = LocalCluster(
-            n_workers=plan["n_workers"], threads_per_worker=plan["threads_per_worker"],
-            memory_limit=plan["memory_limit"], processes=processes, dashboard_address=dash,
-        )
-        client = Client(cluster)
-        log.info(
-            "started LocalCluster: %d worker(s) × %d thread(s)", plan["n_workers"], plan["threads_per_worker"]
-        )
-    if dashboard and getattr(client, "dashboard_link", None):
-        log.info("Dask dashboard: %s", client.dashboard_link)
+        log.info("started LocalCUDACluster: %d GPU worker(s) on CUDA device(s) %s", plan.n_workers,
+                 ",".join(plan.devices))
+        return cluster
+    from distributed import LocalCluster
+
+    extra: dict[str, Any] = {"env": {"CUDA_VISIBLE_DEVICES": ""}} if plan.hide_gpus and processes else {}
+    cluster = LocalCluster(
+        n_workers=plan.n_workers, threads_per_worker=plan.threads_per_worker, memory_limit=plan.memory_limit,
+        processes=processes, dashboard_address=plan.dashboard_address, **extra,
+    )
+    log.info("started LocalCluster: %d worker(s) × %d thread(s)", plan.n_workers, plan.threads_per_worker)
+    return cluster
+
+
+@contextlib.contextmanager
+def get_client(cfg: ClusterConfig | None = None, *, processes: bool = True) -> Iterator[Any]:
+    """Yield a ``distributed.Client`` for the plan of :func:`plan_cluster`; close what was started.
+
+    ``cfg`` is the campaign's ``cluster`` section (default: :class:`ClusterConfig`'s defaults); CLI flags
+    and callers build a new section with ``dataclasses.replace``. ``processes=False`` runs local workers
+    as threads of this process (tests). The dashboard link is logged (INFO).
+    """
+    from distributed import Client
+
+    plan = plan_cluster(cfg if cfg is not None else ClusterConfig())
+    cluster: Any = None if plan.kind == "address" else _start(plan, processes=processes)
     try:
-        yield client
+        client = Client(plan.address if cluster is None else cluster)
+        try:
+            if cluster is None:
+                log.info("connected to Dask scheduler %s", plan.address)
+            if (cluster is None or plan.dashboard_address is not None) and getattr(client, "dashboard_link", None):
+                log.info("Dask dashboard: %s", client.dashboard_link)
+            yield client
+        finally:
+            client.close()
     finally:
-        client.close()
         if cluster is not None:
             cluster.close()
