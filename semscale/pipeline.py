@@ -7,7 +7,6 @@ interruption continues where it stopped and an unchanged campaign is a fast no-o
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Sequence
