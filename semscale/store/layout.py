@@ -452,6 +452,14 @@ class CampaignStore:
         if key in self.root:
             del self.root[key]
 
+    # --- labelling (helper) ---
+    def scratch_file(self, stage: str, name: str) -> Path:
+        """A file ``name`` of ``stage`` shared by its images (e.g. a fitted classifier):
+        ``scratch/<stage>/@<name>`` (``@`` cannot occur in an image id); the folder is created."""
+        folder = self.path / paths.SCRATCH / stage
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"@{name}"
+
     # --- summary -----------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         """What the store holds and which stages are complete, per image (used by ``semscale info``)."""
