@@ -75,7 +75,10 @@ def block_range(chunks: Chunks, loc: tuple[int, ...]) -> list[tuple[int, int]]:
 
 
 def ensure_min_chunk(x: da.Array, size: int) -> da.Array:
-    """Rechunk a 2-D dask array so that no chunk is smaller than ``size`` (the halo of an overlap)."""
+    """Rechunk a 2-D dask array so that no chunk is smaller than ``size`` (the halo of an overlap).
+
+    Every chunk of an axis but the last then has the first one's size; a short last chunk is merged into
+    its neighbour (so the last may be larger)."""
     if size <= 0 or min(min(c) for c in x.chunks) >= size:
         return x
     new = []
@@ -88,7 +91,8 @@ def ensure_min_chunk(x: da.Array, size: int) -> da.Array:
         for axis_chunks in x.chunks:
             cs = list(axis_chunks)
             if len(cs) > 1 and cs[-1] < size:
-                cs[-2] += cs.pop()
+                last = cs.pop()
+                cs[-1] += last
             fixed.append(tuple(cs))
         x = x.rechunk(tuple(fixed))
     return x
