@@ -109,20 +109,32 @@ class _Run:
         return group
 
 
+def _run_finished(store: CampaignStore, image_id: str) -> bool:
+    """Whether every image of the run that wrote ``image_id``'s target has its target from that run."""
+    attrs = store.label_attrs(image_id, TARGET)
+    return all(store.has_labels(i, TARGET) and store.label_attrs(i, TARGET).get("run") == attrs.get("run")
+               for i in attrs.get("training_images", [image_id]))
+
+
 def _select(store: CampaignStore, ids: Sequence[str], *, overwrite: bool) -> tuple[list[str], list[str]]:
-    """Images to label and images skipped. A complete target with scratch left beside it belongs to a run
-    that was interrupted while writing its targets: the image is labelled again with the others."""
+    """Images to label and images skipped. A complete target with scratch left beside it whose run did
+    not write all its targets (interrupted in between) is labelled again with the others."""
     todo, skipped = [], []
     for image_id in ids:
         if not store.eds_elements(image_id):
             log.info("%s: no EDS maps; not labelled", image_id)
             skipped.append(image_id)
-        elif (store.has_labels(image_id, TARGET) and not overwrite
-              and store.scratch_group(STAGE, image_id) is None):
+        elif overwrite or not store.has_labels(image_id, TARGET):
+            todo.append(image_id)
+        elif store.scratch_group(STAGE, image_id) is not None and not _run_finished(store, image_id):
+            log.info("%s: labels/%s is from an unfinished run; labelled again", image_id, TARGET)
+            todo.append(image_id)
+        else:
+            scratch = store.scratch_group(STAGE, image_id)
+            if scratch is not None and meta(scratch).get("run") == store.label_attrs(image_id, TARGET).get("run"):
+                store.drop_scratch(STAGE, image_id)  # its run finished but was stopped while cleaning up
             log.info("%s: labels/%s exists; skipped (use overwrite to redo)", image_id, TARGET)
             skipped.append(image_id)
-        else:
-            todo.append(image_id)
     return todo, skipped
 
 
@@ -140,6 +152,9 @@ def _start(store: CampaignStore, todo: Sequence[str], cfg: LabellingConfig,
         p.key = image_key(store, p)
         run.images.append(p)
     run.run_key = str(settings_hash({"images": [[p.image_id, p.key] for p in run.images]}))
+    for p in run.images:
+        group = run.scratch(p)
+        group.attrs["semscale"] = {**meta(group), "run": run.run_key}
     return run
 
 
@@ -239,6 +254,7 @@ def _attrs(run: _Run, p: PreparedImage, pooled: Mapping[str, int]) -> dict[str, 
         "forest": dict(meta(run.scratch(p)).get("forest", {})),
         "rounds": 2 if run.cfg.self_training else 1,
         "training_images": [q.image_id for q in run.images],
+        "run": run.run_key,
         "seeds_image": {**p.n_auto, **{f"scribbled_{k}": v for k, v in p.n_scribbled.items()}},
         "seeds_boundary": p.n_boundary,
         "seeds_pooled": dict(pooled),

@@ -6,7 +6,13 @@ import dask.array as da
 import numpy as np
 from scipy import ndimage
 
-from semscale.labelling._common import block_range, ensure_min_chunk, gauss_halo, map_with_halo, smooth
+from semscale.labelling._common import (
+    block_range,
+    ensure_min_chunk,
+    gauss_halo,
+    map_with_halo,
+    smooth,
+)
 
 
 def test_halo_is_scipys_kernel_radius():

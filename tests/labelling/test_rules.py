@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from semscale.errors import InputImageError
-from semscale.labelling.registration import block_mean, sem_histogram, sem_solid_fraction, smooth_eds
+from semscale.labelling.registration import (
+    block_mean,
+    sem_histogram,
+    sem_solid_fraction,
+    smooth_eds,
+)
 from semscale.labelling.rules import Split, eds_quantities, fit_rules, sem_split, split, unmix
 
 F = 4
@@ -38,7 +43,7 @@ def _fit(sem, eds):
 @pytest.mark.parametrize(("phases", "nio"), [((0.3, 0.2, 0.2, 0.3), "both"), ((0.3, 0.0, 0.4, 0.3), "Ni"),
                                              ((0.3, 0.4, 0.0, 0.3), "NiO")])
 def test_rules_see_which_ni_phases_are_present(toy_image, phases, nio):
-    sem, truth, eds = toy_image((256, 256), seed=21, phases=phases)
+    sem, _, eds = toy_image((256, 256), seed=21, phases=phases)
     rules = _fit(sem, eds)
     assert rules.nio == nio
     assert "YSZ" in rules.endmembers

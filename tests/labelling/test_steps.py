@@ -13,7 +13,7 @@ import zarr
 
 from semscale.config import LabellingConfig
 from semscale.errors import StoreError
-from semscale.labelling import feature_stack, predict_labels, refine_labels
+from semscale.labelling import feature_stack, predict_labels, refine_labels, steps
 from semscale.labelling._common import ensure_min_chunk
 from semscale.labelling.forest import fit_pooled
 from semscale.labelling.prepare import prepare_image, round_one_seeds
@@ -32,7 +32,6 @@ from semscale.labelling.steps import (
     save_seeds,
     scratch_labels,
 )
-from semscale.labelling import steps
 from semscale.store.blockwise import DoneMarkers, run_blocks
 
 CFG = dataclasses.replace(LabellingConfig(), sigmas=(0.7, 2.0, 4.0), n_estimators=6, max_seeds_per_class=300,
