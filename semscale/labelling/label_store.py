@@ -14,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,11 +50,12 @@ from semscale.labelling.steps import (
     Seeds,
     load_seeds,
     meta,
+    release_forest,
     save_forest,
     save_seeds,
     scratch_labels,
 )
-from semscale.store.blockwise import DoneMarkers, run_blocks, settings_hash
+from semscale.store.blockwise import DoneMarkers, Index, run_blocks, settings_hash
 from semscale.store.layout import CampaignStore
 
 log = logging.getLogger(__name__)
@@ -92,7 +94,8 @@ class _Run:
     run_key: str = ""
     fit_seconds: float = 0.0
     resumed: dict[str, dict[str, int]] = field(default_factory=dict)
-    forests: list[Path] = field(default_factory=list)
+    forests: list[ForestRef] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def classes(self) -> list[str]:
@@ -102,6 +105,14 @@ class _Run:
         """Settings hash of ``step`` of image ``p``; steps after a pooled forest also depend on the run."""
         return settings_hash({"settings": self.settings, "image": p.key, "step": step,
                               "run": self.run_key if pooled else None})
+
+    def blocks(self, process: Callable[[Index], dict[str, Any]], p: PreparedImage, pending: list[Index], *,
+               description: str) -> None:
+        """Run ``process`` over the ``pending`` blocks of ``p`` (on the client, else on every core here)."""
+        t0 = time.perf_counter()
+        run_blocks(process, pending, client=self.client, description=description,
+                   local_threads=os.cpu_count() or 1)
+        self.seconds[p.image_id] = self.seconds.get(p.image_id, 0.0) + time.perf_counter() - t0
 
     def scratch(self, p: PreparedImage) -> zarr.Group:
         group = self.store.scratch_group(STAGE, p.image_id, create=True)
@@ -183,13 +194,14 @@ def _seeds(run: _Run, step: str) -> list[Seeds]:
     return out
 
 
-def _pending(run: _Run, p: PreparedImage, step: str) -> tuple[DoneMarkers, list[tuple[int, int]]]:
+def _pending(run: _Run, p: PreparedImage, step: str) -> list[Index]:
+    """The blocks of ``step`` of image ``p`` not done with the current settings (scratch arrays ready)."""
     group = run.scratch(p)
     scratch_labels(group, step, p.grid)
     markers = DoneMarkers.require(group, p.grid, run.token(p, step), name=f"{step}_done")
     pending = markers.pending(p.grid.indices())
     run.resumed.setdefault(p.image_id, {})[step] = len(p.grid.indices()) - len(pending)
-    return markers, pending
+    return pending
 
 
 def _forest_round(run: _Run, step: str, seeds: Sequence[Seeds], *, what: str) -> dict[str, int]:
@@ -197,21 +209,20 @@ def _forest_round(run: _Run, step: str, seeds: Sequence[Seeds], *, what: str) ->
     image into scratch ``step``; returns the pooled seed counts per class."""
     y_all = np.concatenate([s.cls for s in seeds])
     pooled = {c: int((y_all == k).sum()) for k, c in enumerate(run.classes)}
-    pending = {p.image_id: _pending(run, p, step)[1] for p in run.images}
+    pending = {p.image_id: _pending(run, p, step) for p in run.images}
     if not any(pending.values()):
         return pooled
     model, pooled, secs = fit_pooled([s.x for s in seeds], [s.cls for s in seeds], run.cfg,
                                      classes=run.classes, what=what)
     run.fit_seconds += secs
     _record_forest(run, step, model)
-    path = run.store.scratch_file(STAGE, f"{step}.pkl")
-    run.forests.append(path)
-    ref: ForestRef = save_forest(model, path)
+    ref = save_forest(model, run.store.scratch_file(STAGE, f"{step}.pkl"))
+    run.forests.append(ref)
     for p in run.images:
         if pending[p.image_id]:
             process = ForestBlocks(str(run.store.path.resolve()), p.image_id, p.grid, p.spec(), ref, step,
                                    run.token(p, step))
-            run_blocks(process, pending[p.image_id], client=run.client, description=f"{step} {p.image_id}")
+            run.blocks(process, p, pending[p.image_id], description=f"{step} {p.image_id}")
     return pooled
 
 
@@ -230,11 +241,11 @@ def _refine_round(run: _Run) -> None:
     sigma = run.cfg.refine_sigma
     assert sigma is not None
     for p in run.images:
-        _, pending = _pending(run, p, "refined1")
+        pending = _pending(run, p, "refined1")
         if pending:
             process = RefineBlocks(str(run.store.path.resolve()), p.image_id, p.grid, float(sigma), len(run.classes),
                                    "forest1", "refined1", run.token(p, "refined1"))
-            run_blocks(process, pending, client=run.client, description=f"refine {p.image_id}")
+            run.blocks(process, p, pending, description=f"refine {p.image_id}")
 
 
 def _final_step(cfg: LabellingConfig) -> str:
@@ -272,7 +283,7 @@ def _finish(run: _Run, pooled: Mapping[str, int], summary: dict[str, Any]) -> No
         t1 = time.perf_counter()
         final = da.from_zarr(run.scratch(p)[step])
         run.store.write_labels(p.image_id, TARGET, final, attrs=_attrs(run, p, pooled))
-        secs = time.perf_counter() - t1
+        secs = run.seconds.get(p.image_id, 0.0) + time.perf_counter() - t1
         run.store.set_label_attrs(p.image_id, TARGET, predict_seconds=round(secs, 2))
         summary["images"][p.image_id] = {
             "registration": p.registration.to_dict(), "seeds": p.n_auto, "boundary_seeds": p.n_boundary,
@@ -281,8 +292,8 @@ def _finish(run: _Run, pooled: Mapping[str, int], summary: dict[str, Any]) -> No
         }
     for p in run.images:
         run.store.drop_scratch(STAGE, p.image_id)
-    for path in run.forests:
-        path.unlink(missing_ok=True)
+    for ref in run.forests:
+        release_forest(ref)
 
 
 @contextlib.contextmanager

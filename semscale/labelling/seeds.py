@@ -122,6 +122,17 @@ def _seeds_from_codes(codes: np.ndarray, *, radius: float, pore_radius: float,
     return out
 
 
+def _class_index(classes: Sequence[str]) -> dict[str, int]:
+    """Label value of each phase the rules know; every one of them must be a class."""
+    missing = [c for c in PHASES if c not in classes]
+    if missing:
+        raise InputImageError(
+            f"Expected classes {list(PHASES)} for the EDS seeding rules. Got {list(classes)}. Use scribbles "
+            "for other class sets."
+        )
+    return {c: list(classes).index(c) for c in PHASES}
+
+
 def seed_candidates(
     sem_norm: np.ndarray | da.Array,
     eds: Mapping[str, np.ndarray],
@@ -146,13 +157,7 @@ def seed_candidates(
     """
     import dask.array as da
 
-    missing = [c for c in PHASES if c not in classes]
-    if missing:
-        raise InputImageError(
-            f"Expected classes {list(PHASES)} for the EDS seeding rules. Got {list(classes)}. Use scribbles "
-            "for other class sets."
-        )
-    class_index = {c: list(classes).index(c) for c in PHASES}
+    class_index = _class_index(classes)
     radius = 1.5 * factor if erode_px is None else float(erode_px)
     depth = math.floor(max(radius, pore_erode_px))
     halo = gauss_halo(_SEM_NIO_SIGMA)

@@ -52,6 +52,7 @@ __all__ = [
     "load_seeds",
     "meta",
     "read_window",
+    "release_forest",
     "save_forest",
     "save_seeds",
     "scratch_labels",
@@ -208,6 +209,13 @@ def _remember(sha: str, model: Any) -> None:
     _FORESTS[sha] = model
     while len(_FORESTS) > _FORESTS_KEPT:
         _FORESTS.pop(next(iter(_FORESTS)))
+
+
+def release_forest(ref: ForestRef) -> None:
+    """Delete the forest's file and drop it from this process's cache."""
+    Path(ref.path).unlink(missing_ok=True)
+    with _FORESTS_LOCK:
+        _FORESTS.pop(ref.sha256, None)
 
 
 def save_forest(model: Any, path: Path) -> ForestRef:

@@ -102,6 +102,27 @@ def test_scribbles_add_and_override_seeds(labelled, client):
         label_store(s, None, CFG, client=client, overwrite=True, scribbles={"zzz": scrib})
 
 
+def test_a_run_stopped_between_its_targets_labels_them_all_again(tmp_path, toy_image, store_of):
+    images = {"a": toy_image((128, 144), seed=17), "b": toy_image((112, 128), seed=18)}
+    s = store_of(tmp_path / "w.zarr", images)
+    small = dataclasses.replace(CFG, n_estimators=6, self_training=False)
+    label_store(s, None, small)
+    want = {i: s.labels(i, "target").compute() for i in images}
+    run = s.label_attrs("a", "target")["run"]
+    # as if killed after writing a's target but before b's: b has none, both still have their scratch
+    s.drop_labels("b", "target")
+    for i in images:
+        s.scratch_group(STAGE, i, create=True).attrs["semscale"] = {"run": run}
+    out = label_store(s, None, small)
+    assert out["labelled"] == ["a", "b"]  # a too: its forest was pooled over both
+    for i in images:
+        np.testing.assert_array_equal(s.labels(i, "target").compute(), want[i])
+    # as if stopped while dropping the scratch of a finished run: nothing to label, the scratch goes
+    s.scratch_group(STAGE, "a", create=True).attrs["semscale"] = {"run": s.label_attrs("a", "target")["run"]}
+    again = label_store(s, None, small)
+    assert again["labelled"] == [] and s.scratch_group(STAGE, "a") is None
+
+
 def test_missing_element_is_an_error(tmp_path, toy_image, store_of):
     sem, truth, eds = toy_image((96, 96), seed=6)
     del eds["O"]
