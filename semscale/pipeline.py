@@ -34,18 +34,15 @@ def label(config: CampaignConfig, store: Any, *, overwrite: bool = False, client
     """EDS-guided target labels for every image with EDS maps and no target (the config's ``labelling``)."""
     from semscale.labelling import label_store
 
-    lc = config.labelling
-    # images with a ready-made target file keep it; the others get (or, with overwrite, redo) theirs
-    ids = [e.id for e in config.images
-           if e.has_eds and e.target is None and (overwrite or not store.has_labels(e.id, "target"))]
+    # images with a ready-made target file keep it; label_store skips those already labelled (unless
+    # overwrite) and takes up again those of a run that was interrupted
+    ids = [e.id for e in config.images if e.has_eds and e.target is None]
     scribbles = {e.id: e.scribbles for e in config.images if e.scribbles is not None and e.id in ids}
     if not ids:
         log.info("label: every image with EDS maps has a target")
         return {"labelled": [], "skipped": [e.id for e in config.images if e.has_eds]}
-    return label_store(store, ids, overwrite=overwrite, sigmas=lc.sigmas, n_estimators=lc.n_estimators,
-                       max_depth=lc.max_depth, max_seeds_per_class=lc.max_seeds_per_class,
-                       refine_sigma=lc.refine_sigma, self_training=lc.self_training, seed=lc.seed,
-                       scribbles=scribbles or None, n_jobs=lc.n_jobs, client=client)
+    return label_store(store, ids, config.labelling, scribbles=scribbles or None, overwrite=overwrite,
+                       client=client)
 
 
 def train(config: CampaignConfig, store: CampaignStore, *, client: Any = None,

@@ -463,6 +463,14 @@ class CampaignStore:
         assert isinstance(group, zarr.Group)
         return len([k for k in group.array_keys() if k.isdigit()])
 
+    # --- labelling (helper) ---
+    def scratch_file(self, stage: str, name: str) -> Path:
+        """A file ``name`` of ``stage`` shared by its images (e.g. a fitted classifier):
+        ``scratch/<stage>/@<name>`` (``@`` cannot occur in an image id); the folder is created."""
+        folder = self.path / paths.SCRATCH / stage
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"@{name}"
+
     # --- summary -----------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         """What the store holds and which stages are complete, per image (used by ``semscale info``)."""
