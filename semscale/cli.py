@@ -197,41 +197,47 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 @_command("predict")
 def _cmd_predict(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from semscale.config import InferenceConfig
     from semscale.runtime.cluster import get_client
 
-    overrides = {"mode": args.mode, "stride": args.stride, "tta": args.tta or None,
-                 "write_probabilities": args.probabilities or None, "model": args.model}
+    overrides = {k: v for k, v in {"mode": args.mode, "stride": args.stride, "tta": args.tta or None,
+                                   "probabilities": args.probabilities or None, "model": args.model}.items()
+                 if v is not None}
     source = Path(args.source)
     if source.suffix in (".yaml", ".yml"):
         from semscale.io.ingest import ingest_campaign
         from semscale.pipeline import predict
 
         config = _load(args.source)
+        config = dataclasses.replace(config, inference=dataclasses.replace(config.inference, **overrides))
         store = ingest_campaign(config)
         with get_client(**args.cluster_kwargs(config)) as client:
-            results = predict(config, store, image_ids=args.image or None, client=client,
-                              overwrite=args.overwrite, **overrides)
+            results = predict(config, store, image_ids=args.image or None, client=client, overwrite=args.overwrite)
     elif (source / "zarr.json").exists():
         from semscale.inference import predict_to_store
         from semscale.store import open_store
 
         store = open_store(source)
         name = args.model or (store.model_names() or ["unet"])[0]
-        paths = [Path(p) for p in args.model_file] if args.model_file else store.model_members(name)
-        settings = {k: v for k, v in overrides.items() if v is not None and k != "model"}
+        models = [Path(p) for p in args.model_file] if args.model_file else name
+        cfg = dataclasses.replace(InferenceConfig(), **overrides)
         with get_client(**args.cluster_kwargs()) as client:
-            results = [predict_to_store(store, i, model_paths=paths, model_name=name, client=client,
-                                        overwrite=args.overwrite, **settings)
+            results = [predict_to_store(store, i, cfg, models=models, model_name=name, client=client,
+                                        overwrite=args.overwrite)
                        for i in (args.image or store.image_ids())]
     else:
-        return _predict_file(args, source, overrides)
+        return _predict_file(args, source, dataclasses.replace(InferenceConfig(), **overrides))
     for r in results:
         _print(f"{r['image']}: {r['computed']} of {r['blocks']} blocks computed ({r['mode']}, "
                f"{r['evaluations_per_pixel']:.2f} evaluations/px, {r['seconds']:.1f} s)")
     return 0
 
 
-def _predict_file(args: argparse.Namespace, source: Path, overrides: dict[str, Any]) -> int:
+def _predict_file(args: argparse.Namespace, source: Path, cfg: Any) -> int:
+    import dataclasses
+
     import numpy as np
     import tifffile
 
@@ -243,8 +249,8 @@ def _predict_file(args: argparse.Namespace, source: Path, overrides: dict[str, A
 
         raise ConfigError("Expected --model-file MODEL.keras (repeatable) to segment an image file.")
     image = read_image(source)
-    settings = {k: v for k, v in overrides.items() if v is not None and k not in ("model", "write_probabilities")}
-    out = segment_array(image, model_paths=args.model_file, **settings)
+    out = segment_array(image, models=[Path(p) for p in args.model_file],
+                        cfg=dataclasses.replace(cfg, probabilities=False))
     target = Path(args.output or source.with_name(source.stem + "_labels.tif"))
     tifffile.imwrite(target, out["labels"].astype(np.uint8), compression="zlib")
     _print(f"wrote {target} (labels 0..K-1)")

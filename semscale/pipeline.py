@@ -67,19 +67,14 @@ def train(config: CampaignConfig, store: Any, *, client: Any = None, ensemble: i
 
 
 def predict(config: CampaignConfig, store: Any, *, image_ids: Sequence[str] | None = None, client: Any = None,
-            overwrite: bool = False, **overrides: Any) -> list[dict[str, Any]]:
-    """Segment the campaign's images with its model (``inference`` section; ``overrides`` win)."""
+            overwrite: bool = False) -> list[dict[str, Any]]:
+    """Segment the campaign's images (default: all complete ones) with its model, as its ``inference``
+    section says; override settings with ``dataclasses.replace(config, inference=...)``."""
     from semscale.inference import predict_to_store
 
-    ic = config.inference
-    name = overrides.pop("model", None) or config.model_name
-    paths = store.model_members(name)
-    settings = {"mode": ic.mode, "stride": ic.stride, "patch_size": ic.patch_size, "tta": ic.tta,
-                "write_probabilities": ic.probabilities}
-    settings.update({k: v for k, v in overrides.items() if v is not None})
     ids = list(image_ids) if image_ids else store.image_ids()
-    return [predict_to_store(store, i, model_paths=paths, model_name=name, overwrite=overwrite, client=client,
-                             **settings) for i in ids]
+    return [predict_to_store(store, i, config.inference, models=config.model_name, overwrite=overwrite,
+                             client=client) for i in ids]
 
 
 def evaluate(config: CampaignConfig, store: Any) -> dict[str, Any]:
