@@ -1,8 +1,9 @@
-"""The one dask graph of blockwise inference: ``map_overlap`` of the sliding-window U-Net over a 2-D image.
+"""The one dask graph of blockwise inference: the sliding-window / tile U-Net over the blocks of a 2-D image.
 
-:func:`map_tasks` is the graph builder that both paths share: :func:`predict` (lazy outputs of a dask
-array) and :func:`semscale.inference.predict_to_store` (block tasks that write their own outputs and done
-marker). The image's chunks are the *cores*: each is predicted from its own input extent
+:func:`map_tasks` is the graph builder both paths share: :func:`predict` (lazy outputs of a dask array, the
+halo by dask ``map_overlap``) and :func:`semscale.inference.predict_to_store` (block tasks that read their
+input and halo from the SEM's Zarr array themselves, write their outputs and done marker). The image's
+chunks are the *cores*: each is predicted from its own input extent
 (:func:`~semscale.kernels.windows.input_extent`), so the result of a core does not depend on its
 neighbours. Cores narrower than the halo are grouped with a neighbour into one *task* (dask needs a depth no
 larger than any chunk); a task predicts its cores one by one. When the halo exceeds the image, one task
@@ -119,24 +120,50 @@ class _Task:
         return self.fn(block, origin, self.layout.task_cores((task[0], task[1])))
 
 
-def map_tasks(image: da.Array, fn: TaskFn, layout: Layout, *, channels: int, per_task: bool = False) -> da.Array:
-    """The graph: ``fn`` over the tasks of ``layout``, each given its input with the halo (dask
-    ``map_overlap``, boundary ``reflect``). Output blocks are ``(h, w, channels)`` float32 (the task's
-    pixels) or, with ``per_task``, ``(1, 1, channels)`` float64 (a small result per task)."""
+@dataclasses.dataclass(frozen=True)
+class _ReadTask:
+    """A dask block function without inputs: reads its task's input and halo from ``source`` (Zarr)."""
+
+    fn: TaskFn
+    layout: Layout
+    source: Any
+
+    def __call__(self, block_info: dict[Any, Any] | None = None) -> np.ndarray:
+        assert block_info is not None
+        i, j = block_info[None]["chunk-location"][:2]
+        (y0, x0), (d0, d1) = self.layout.origin((i, j)), self.layout.depth
+        rows = (y0, y0 + self.layout.tasks[0][i] + 2 * d0)
+        cols = (x0, x0 + self.layout.tasks[1][j] + 2 * d1)
+        return self.fn(read_symmetric(self.source, rows, cols), (y0, x0), self.layout.task_cores((i, j)))
+
+
+def map_tasks(image: Any, fn: TaskFn, layout: Layout, *, channels: int, per_task: bool = False) -> da.Array:
+    """The graph: ``fn`` over the tasks of ``layout``, each given its input with the halo. Output blocks are
+    ``(h, w, channels)`` float32 (the task's pixels) or, with ``per_task``, ``(1, 1, channels)`` float64 (a
+    small result per task).
+
+    A dask ``image`` gets its halo from dask ``map_overlap`` (boundary ``reflect``). Any other 2-D array
+    that slices (a Zarr array, numpy) is read by the tasks themselves, each its own input and halo (mirrored
+    at the borders): tasks without inputs and without halo exchange, which is about half the time of
+    ``map_overlap`` for a store image (``benchmarks/bench_infer.py halo``)."""
     import dask.array as da
 
-    image = image.rechunk(layout.tasks)
     if per_task:
         out_chunks: tuple[tuple[int, ...], ...] = ((1,) * len(layout.tasks[0]), (1,) * len(layout.tasks[1]))
         dtype: Any = np.float64
     else:
         out_chunks, dtype = layout.tasks, np.float32
-    kw = {"chunks": (*out_chunks, (channels,)), "new_axis": 2, "dtype": dtype, "meta": np.empty((0, 0, 0), dtype)}
+    kw = {"chunks": (*out_chunks, (channels,)), "dtype": dtype, "meta": np.empty((0, 0, 0), dtype),
+          "token": "semscale-" + type(fn).__name__.strip("_").lower()}  # short keys, not the task's repr
+    if not isinstance(image, da.Array):
+        return da.map_blocks(_ReadTask(fn, layout, image), **kw)
+    image = image.rechunk(layout.tasks)
     task = _Task(fn, layout)
     if layout.whole:
-        return da.map_blocks(task, image, **kw)
+        return da.map_blocks(task, image, new_axis=2, **kw)
     depth = {0: layout.depth[0], 1: layout.depth[1]}
-    return da.map_overlap(task, image, depth=depth, boundary="reflect", trim=False, allow_rechunk=False, **kw)
+    return da.map_overlap(task, image, depth=depth, boundary="reflect", trim=False, allow_rechunk=False,
+                          new_axis=2, **kw)
 
 
 def normalise(raw: np.ndarray, norm: Mapping[str, Any] | None) -> np.ndarray:

@@ -1,10 +1,14 @@
 """Zarr → Zarr segmentation of a store image with per-block resume.
 
-The graph is :func:`semscale.inference.graph.map_tasks` over the store's SEM array (dask ``map_overlap``):
-its block tasks predict their blocks, write ``labels/0``, ``confidence``, ``uncertainty`` and
-``probabilities`` and then the block's done marker (:class:`semscale.store.blockwise.DoneMarkers`: the
-settings hash, written last), and return at once for blocks already done. Only the tasks of blocks not yet
-done are computed (:func:`semscale.store.blockwise.compute_blocks`).
+The graph is :func:`semscale.inference.graph.map_tasks` over the SEM's Zarr array, one task per block (a
+:class:`~semscale.store.blockwise.BlockGrid` block: a SEM chunk or ``inference.block_size``): each reads its
+input and halo straight from the SEM (mirrored at the borders), predicts, writes ``labels/0``,
+``confidence``, ``uncertainty`` and ``probabilities`` and then its done marker
+(:class:`~semscale.store.blockwise.DoneMarkers`: the settings hash, written last), and returns at once for
+blocks already done. Only the tasks of blocks not done are computed
+(:func:`~semscale.store.blockwise.compute_blocks`). Tasks read their own halo rather than taking it from
+``map_overlap`` because that is about twice as fast for the same numbers (no halo exchange between workers,
+no chains of small tasks; ``benchmarks/bench_infer.py halo``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import zarr
 
 from semscale.config import InferenceConfig
 from semscale.errors import ConfigError, ModelError, StoreError
@@ -41,40 +46,42 @@ log = logging.getLogger(__name__)
 
 __all__ = ["predict_to_store"]
 
+_HALO_READS = True
+"""Tasks read their halo from the SEM's Zarr array; ``False``: dask ``map_overlap`` over the SEM instead
+(the same numbers, about twice the time; ``benchmarks/bench_infer.py halo`` measures both)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class _BlockTask:
-    """Task function: predict, write and mark each not-yet-done block of a task; ``[[[computed, s]]]``."""
+    """Task function: predict, write and mark each not-yet-done block of a task; ``[[[computed, s]]]``.
 
-    store_path: str
-    model: str
-    image_id: str
+    It holds the opened Zarr arrays (outputs and done markers; they pickle as store path + metadata), so
+    tasks do not reopen the store."""
+
     members: tuple[Member, ...]
     geom: Geometry
     norm: dict[str, Any]
-    grid: BlockGrid
+    arrays: dict[str, zarr.Array]
+    done: zarr.Array
     token: int
 
     def __call__(self, raw: np.ndarray, origin: tuple[int, int], cores: list[tuple[Index, Core]]) -> np.ndarray:
-        from semscale.store import open_store
-
         t0 = time.perf_counter()
-        store = open_store(self.store_path)
-        markers = DoneMarkers.require(store.prediction_group(self.model, self.image_id), self.grid, self.token)
+        markers = DoneMarkers(self.done, self.token)
         todo = [(ix, core) for ix, core in cores if not markers.is_done(ix)]
         if todo:
-            arrays = store.prediction_arrays(self.model, self.image_id)
             x = normalise(raw, self.norm)
             for ix, core in todo:
-                self._write(arrays, x, origin, core)
+                self._write(x, origin, core)
                 markers.mark(ix)  # last: a block counts as done only after all its outputs are written
         return np.array([[[len(todo), time.perf_counter() - t0]]], np.float64)
 
-    def _write(self, arrays: dict[str, Any], x: np.ndarray, origin: tuple[int, int], core: Core) -> None:
+    def _write(self, x: np.ndarray, origin: tuple[int, int], core: Core) -> None:
         out, labels = region_outputs(x, origin=origin, core=core, members=self.members, geom=self.geom,
                                      with_labels=True)
         k = out.shape[-1] - 2
         region = (slice(*core[0]), slice(*core[1]))
+        arrays = self.arrays
         arrays["labels"][region] = labels
         arrays["confidence"][region] = out[..., k].astype(np.float16)
         if "uncertainty" in arrays:
@@ -196,9 +203,10 @@ def predict_to_store(
                        overwrite=overwrite)
     pending = _pending(store, name, image_id, markers, grid)
     layout = layout_for(grid.chunks(), geom)
-    task = _BlockTask(str(store.path), name, image_id, tuple(members), geom, dict(store.norm(image_id)), grid,
-                      markers.token)
-    graph = map_tasks(store.sem(image_id), task, layout, channels=2, per_task=True)
+    task = _BlockTask(tuple(members), geom, dict(store.norm(image_id)), store.prediction_arrays(name, image_id),
+                      markers.array, markers.token)
+    sem = store.sem_array(image_id) if _HALO_READS else store.sem(image_id)
+    graph = map_tasks(sem, task, layout, channels=2, per_task=True)
     tasks = sorted({layout.task_of(ix) for ix in pending})
     results = compute_blocks(graph, tasks, client=client, retries=cfg.retries,
                              description=f"predict {image_id} ({cfg.mode})")

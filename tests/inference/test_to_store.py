@@ -108,6 +108,22 @@ def test_blocks_of_several_chunks_give_the_same_window_results(tmp_path, tiny_un
                          model_name="c")
 
 
+def test_halo_from_map_overlap_gives_the_same_outputs(tmp_path, tiny_ensemble_paths, monkeypatch):
+    import semscale.inference.to_store as to_store
+
+    store, _ = make_store(tmp_path, shape=(90, 70), chunk=32)
+    for mode, stride in (("tile", None), ("gaussian", 16)):
+        cfg = InferenceConfig(mode=mode, stride=stride, tile_size=32, probabilities=True)
+        predict_to_store(store, "im", cfg, models=tiny_ensemble_paths, model_name=f"reads-{mode}")
+        monkeypatch.setattr(to_store, "_HALO_READS", False)
+        predict_to_store(store, "im", cfg, models=tiny_ensemble_paths, model_name=f"overlap-{mode}")
+        monkeypatch.setattr(to_store, "_HALO_READS", True)
+        a, b = store.predictions(f"reads-{mode}", "im"), store.predictions(f"overlap-{mode}", "im")
+        assert set(a) == set(b) == {"labels", "confidence", "uncertainty", "probabilities"}
+        for name in a:
+            np.testing.assert_array_equal(a[name].compute(), b[name].compute())
+
+
 def test_models_by_name_in_the_store(tmp_path, tiny_unet_path):
     store, _ = make_store(tmp_path, shape=(40, 40), chunk=32)
     store.model_dir("mine", create=True)
