@@ -3,6 +3,7 @@
 
     python benchmarks/bench_infer.py all --out bench-out            # everything (reuses cached data/model)
     python benchmarks/bench_infer.py mosaic --out bench-out --size 16384   # one mosaic run (fresh process)
+    python benchmarks/bench_infer.py halo --out bench-out                  # halo reads vs map_overlap
 
 The paper U-Net is trained briefly (``--train-seconds``) on simulated 256² patches with ground truth and
 cached in ``OUT/unet/member_0.keras``; the benchmark image is simulated once into ``OUT/bench.zarr``.
@@ -147,23 +148,27 @@ def train_model(out: Path, *, seconds: float, batch: int = 8, seed: int = 0) -> 
 
 
 # --- runs ------------------------------------------------------------------------------------------
-def run_mode(store: Any, model: Path, name: str, *, warm: bool = False, **kw: Any) -> dict[str, Any]:
-    """Time one Zarr→Zarr prediction. ``warm``: run it once untimed first, so that one-off costs (graph
-    tracing for each new tile shape, about 1 s per shape on CPU) are not counted: the steady state of a
-    campaign that segments many images."""
+def run_mode(store: Any, model: Path, name: str, *, warm: bool = False, client: Any = None,
+             **settings: Any) -> dict[str, Any]:
+    """Time one Zarr→Zarr prediction with ``InferenceConfig(**settings)``. ``warm``: run it once untimed
+    first, so that one-off costs (graph tracing for each new tile shape, about 1 s per shape on CPU) are not
+    counted: the steady state of a campaign that segments many images."""
+    from semscale.config import InferenceConfig
     from semscale.inference import predict_to_store
 
+    cfg = InferenceConfig(**settings)
     first = None
     if warm:
         t0 = time.perf_counter()
-        predict_to_store(store, "bench", model_paths=[model], model_name=name, overwrite=True, **kw)
+        predict_to_store(store, "bench", cfg, models=[model], model_name=name, overwrite=True, client=client)
         first = time.perf_counter() - t0
     with PeakRSS() as rss:
         t0 = time.perf_counter()
-        summ = predict_to_store(store, "bench", model_paths=[model], model_name=name, overwrite=True, **kw)
+        summ = predict_to_store(store, "bench", cfg, models=[model], model_name=name, overwrite=True,
+                                client=client)
         dt = time.perf_counter() - t0
     px = SHAPE[0] * SHAPE[1]
-    res = {"name": name, **{k: v for k, v in kw.items() if k != "client"}, "warm": warm, "seconds": dt,
+    res = {"name": name, **settings, "warm": warm, "seconds": dt,
            "mpx_per_s": px / 1e6 / dt, "evals_per_px": summ["evaluations_per_pixel"], "peak_rss_mib": rss.peak,
            "first_run_seconds": first}
     log(f"{name}: {dt:.1f} s, {res['mpx_per_s']:.3f} Mpx/s, {res['evals_per_px']:.2f} evals/px, "
@@ -172,25 +177,26 @@ def run_mode(store: Any, model: Path, name: str, *, warm: bool = False, **kw: An
 
 
 def s32_crop(store: Any, model: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    from semscale.config import InferenceConfig
     from semscale.inference import (
-        _keras_fn,
         input_extent,
         make_geometry,
         predict_region,
         read_symmetric,
+        resolve_members,
     )
+    from semscale.inference.members import member_fns
     from semscale.kernels.norm import apply_norm
-    from semscale.training.unet import get_cached_model
 
-    m, meta = get_cached_model(model)
-    geom = make_geometry("average", patch_size=256, stride=32, multiple=meta["multiple"], batch_size=8)
+    members, facts = resolve_members([model])
+    geom = make_geometry(InferenceConfig(mode="average", patch_size=256, stride=32, batch_size=8), facts)
     core = ((CROP[0].start, CROP[0].stop), (CROP[1].start, CROP[1].stop))
     (lo0, hi0), (lo1, hi1) = input_extent(*core[0], geom), input_extent(*core[1], geom)
     raw = read_symmetric(store.sem_array("bench"), (lo0, hi0), (lo1, hi1))
     x = apply_norm(raw, store.norm("bench"))
     log("average s=32 on the crop")
     t0 = time.perf_counter()
-    out = predict_region(x, origin=(lo0, lo1), core=core, predict_fns=[_keras_fn(m)], geom=geom)
+    out = predict_region(x, origin=(lo0, lo1), core=core, predict_fns=member_fns(members), geom=geom)
     dt = time.perf_counter() - t0
     from semscale.inference import count_evaluations, window_starts
 
@@ -248,6 +254,7 @@ def mosaic(out: Path, size: int) -> dict[str, Any]:
     """Peak RSS of tile-mode Zarr→Zarr prediction on a size×size mosaic with a tiny model (fresh process)."""
     import resource
 
+    from semscale.config import InferenceConfig
     from semscale.inference import predict_to_store, read_symmetric
     from semscale.store import create_store
     from semscale.training.unet import build_unet, save_model
@@ -267,11 +274,60 @@ def mosaic(out: Path, size: int) -> dict[str, Any]:
         s.finish_image("m", norm=src.norm("bench"))
     with PeakRSS() as rss:
         t0 = time.perf_counter()
-        predict_to_store(s, "m", model_paths=[tiny], model_name="tiny", mode="tile", overwrite=True)
+        predict_to_store(s, "m", InferenceConfig(mode="tile"), models=[tiny], model_name="tiny", overwrite=True)
         dt = time.perf_counter() - t0
     res = {"size": size, "mpx": size * size / 1e6, "seconds": dt, "mpx_per_s": size * size / 1e6 / dt,
            "peak_rss_mib_predict": rss.peak, "max_rss_mib_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     print("RESULT " + json.dumps(res), flush=True)
+    return res
+
+
+def halo(out: Path, *, reps: int = 3) -> dict[str, Any]:
+    """Block tasks reading their own halo from the SEM's Zarr array (the store path) vs the same tasks fed
+    by dask ``map_overlap``: a 2048² image in 256² chunks (64 blocks), a tiny U-Net (where scheduling costs
+    show most), tile mode, interleaved repeats in this process and on 2 worker processes; outputs compared."""
+    import semscale.inference.to_store as to_store
+    from semscale.config import InferenceConfig
+    from semscale.inference import norm_for_array, predict_to_store
+    from semscale.store import create_store
+    from semscale.training.unet import build_unet, save_model
+
+    tiny = out / "tiny" / "tiny.keras"
+    if not tiny.exists():
+        save_model(build_unet(filters=(4, 8, 16), seed=0), tiny, sidecar={"patch_size": 256})
+    s = create_store(out / "halo.zarr", name="halo", pixel_size_um=0.04458)
+    if not s.has_image("h"):
+        a = s.create_image("h", shape=(2048, 2048), dtype=np.uint8, chunks=256)
+        img = np.random.default_rng(0).integers(0, 256, (2048, 2048), dtype=np.uint8)
+        a[:] = img
+        s.finish_image("h", norm=norm_for_array(img))
+
+    def run(client: Any) -> dict[str, Any]:
+        times: dict[str, list[float]] = {"reads": [], "map_overlap": []}
+        for _ in range(reps):
+            for name, reads in (("reads", True), ("map_overlap", False)):
+                to_store._HALO_READS = reads
+                t0 = time.perf_counter()
+                predict_to_store(s, "h", InferenceConfig(mode="tile"), models=[tiny], model_name=name,
+                                 overwrite=True, client=client)
+                times[name].append(time.perf_counter() - t0)
+        to_store._HALO_READS = True
+        same = all((s.predictions("reads", "h")[k].compute() == s.predictions("map_overlap", "h")[k].compute()).all()
+                   for k in ("labels", "confidence"))
+        best = {k: min(v) for k, v in times.items()}
+        return {"seconds": times, "ratio_map_overlap_to_reads": best["map_overlap"] / best["reads"],
+                "bit_identical": bool(same)}
+
+    from distributed import Client, LocalCluster
+
+    res = {"local": run(None)}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cl, \
+            Client(cl) as c:
+        run(c)  # warm the workers (backend import, model load)
+        res["2 workers"] = run(c)
+    for k, r in res.items():
+        log(f"halo {k}: map_overlap / reads = {r['ratio_map_overlap_to_reads']:.2f} "
+            f"(min of {reps}; bit-identical: {r['bit_identical']})")
     return res
 
 
@@ -308,9 +364,10 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["all", "mosaic", "table"])
+    ap.add_argument("what", choices=["all", "mosaic", "table", "halo"])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--size", type=int, default=16384)
+    ap.add_argument("--reps", type=int, default=3, help="halo: interleaved repeats per variant")
     ap.add_argument("--train-seconds", type=float, default=420)
     ap.add_argument("--skip", nargs="*", default=[], help="parts to skip: s64 s32 workers mosaic")
     args = ap.parse_args()
@@ -318,6 +375,9 @@ def main() -> None:
     os.environ.setdefault("SEMSCALE_PROGRESS", "0")
     if args.what == "mosaic":
         mosaic(args.out, args.size)
+        return
+    if args.what == "halo":
+        print(json.dumps(halo(args.out, reps=args.reps), indent=2))
         return
     if args.what == "table":
         print(markdown(json.loads((args.out / "results.json").read_text())))

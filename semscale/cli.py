@@ -256,7 +256,6 @@ def _cmd_models(args: argparse.Namespace) -> Result:
 
 @_command("predict")
 def _cmd_predict(args: argparse.Namespace) -> Result:
-    from semscale.errors import ConfigError
     from semscale.pipeline import predict, segment_file, stored_config
     from semscale.runtime.cluster import get_client
 
@@ -267,9 +266,6 @@ def _cmd_predict(args: argparse.Namespace) -> Result:
         target = segment_file(source, cfg, model_files=[Path(p) for p in args.model_file or ()],
                               output=Path(args.output) if args.output else None)
         return Result({"output": target}, f"wrote {target} (labels 0..K-1)")
-    if args.model_file:
-        raise ConfigError("Expected --model NAME (a model in the store) for a campaign or store. Got "
-                          "--model-file, which segments one image file.")
     if is_config:
         from semscale.io.ingest import ingest_campaign
 
@@ -281,7 +277,8 @@ def _cmd_predict(args: argparse.Namespace) -> Result:
         store = open_store(source)
         config = apply_overrides(stored_config(store), args)
     with get_client(config.cluster) as client:
-        results = predict(config, store, image_ids=args.image or None, client=client, overwrite=args.overwrite)
+        results = predict(config, store, image_ids=args.image or None, client=client, overwrite=args.overwrite,
+                          model_files=[Path(p) for p in args.model_file or ()])
     text = "\n".join(f"{r['image']}: {r['computed']} of {r['blocks']} blocks computed ({r['mode']}, "
                      f"{r['evaluations_per_pixel']:.2f} evaluations/px, {r['seconds']:.1f} s)" for r in results)
     return Result({"store": store.path, "model": config.model_name, "images": results}, text)

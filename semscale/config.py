@@ -178,24 +178,53 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    """Blockwise segmentation of SEM images (sliding windows or large tiles, on a Dask cluster)."""
+    """Blockwise segmentation of SEM images (sliding windows or large tiles, on a Dask cluster).
+
+    The one home of every inference setting: :func:`semscale.inference.predict`,
+    :func:`~semscale.inference.predict_to_store` and :func:`~semscale.inference.segment_array` take this
+    section whole; override a setting with ``dataclasses.replace(cfg, stride=64)``.
+    """
 
     model: str | None = None
     """Model name under ``models/``; default: ``training.name``."""
     mode: Literal["average", "gaussian", "tile"] = "tile"
+    """``average``/``gaussian``: blend windows of ``patch_size`` at ``stride``; ``tile``: the fully
+    convolutional network on large tiles with a context halo (about one evaluation per pixel)."""
+    patch_size: int | None = None
+    """Window edge (px) for ``average``/``gaussian``; default: the model sidecar's (its training patch)."""
     stride: int | None = None
     """Window stride (px) for ``average``/``gaussian``; default: the patch size (the paper's fast setting)."""
-    patch_size: int = 256
+    tile_size: int = 1024
+    """Largest tile edge (px) in ``tile`` mode; tiles are also cut at block edges."""
+    sigma_fraction: float = 0.125
+    """``gaussian``: σ of the window weights as a fraction of the patch size."""
     tta: bool = False
     """Test-time augmentation over the 8 flips/rotations."""
+    batch_size: int = 8
+    """Windows per network call (window modes)."""
+    block_size: int | None = None
+    """Edge (px) of one block task, a multiple of the SEM chunk; default: one SEM chunk (in-memory images:
+    ``ingest.chunk_size``)."""
+    retries: int = 2
+    """Retries of a failed block task on a Dask cluster."""
     probabilities: bool = False
     """Also write per-class probabilities (float16)."""
 
     def __post_init__(self) -> None:
-        _check(self.patch_size >= 16, "inference.patch_size", "an integer >= 16", self.patch_size)
+        modes = ("average", "gaussian", "tile")
+        _check(self.mode in modes, "inference.mode", "one of " + ", ".join(map(repr, modes)), self.mode)
+        if self.patch_size is not None:
+            _check(self.patch_size >= 16, "inference.patch_size", "an integer >= 16 or null", self.patch_size)
         if self.stride is not None:
-            _check(1 <= self.stride <= self.patch_size, "inference.stride",
-                   f"an integer in 1..patch_size ({self.patch_size})", self.stride)
+            top = self.patch_size if self.patch_size is not None else "patch_size"
+            _check(self.stride >= 1 and (self.patch_size is None or self.stride <= self.patch_size),
+                   "inference.stride", f"an integer in 1..{top}", self.stride)
+        _check(self.tile_size >= 16, "inference.tile_size", "an integer >= 16", self.tile_size)
+        _check(self.sigma_fraction > 0, "inference.sigma_fraction", "a positive number", self.sigma_fraction)
+        _check(self.batch_size >= 1, "inference.batch_size", "an integer >= 1", self.batch_size)
+        if self.block_size is not None:
+            _check(self.block_size >= 16, "inference.block_size", "an integer >= 16 or null", self.block_size)
+        _check(self.retries >= 0, "inference.retries", "an integer >= 0", self.retries)
 
 
 @dataclass(frozen=True)

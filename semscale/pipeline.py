@@ -66,20 +66,18 @@ def train(config: CampaignConfig, store: CampaignStore, *, client: Any = None,
     return train_ensemble(store, tc, image_ids=ids, client=client, resume=not fresh)
 
 
-def predict(config: CampaignConfig, store: Any, *, image_ids: Sequence[str] | None = None, client: Any = None,
-            overwrite: bool = False, **overrides: Any) -> list[dict[str, Any]]:
-    """Segment the campaign's images with its model (``inference`` section; ``overrides`` win)."""
+def predict(config: CampaignConfig, store: CampaignStore, *, image_ids: Sequence[str] | None = None,
+            client: Any = None, overwrite: bool = False,
+            model_files: Sequence[Path] = ()) -> list[dict[str, Any]]:
+    """Segment the campaign's images (default: all complete ones) with its model, as its ``inference``
+    section says; override settings with ``dataclasses.replace(config, inference=...)``. ``model_files``:
+    ``.keras`` members to use instead of the store's model (predictions are named ``config.model_name``)."""
     from semscale.inference import predict_to_store
 
-    ic = config.inference
-    name = overrides.pop("model", None) or config.model_name
-    paths = store.model_members(name)
-    settings = {"mode": ic.mode, "stride": ic.stride, "patch_size": ic.patch_size, "tta": ic.tta,
-                "write_probabilities": ic.probabilities}
-    settings.update({k: v for k, v in overrides.items() if v is not None})
     ids = list(image_ids) if image_ids else store.image_ids()
-    return [predict_to_store(store, i, model_paths=paths, model_name=name, overwrite=overwrite, client=client,
-                             **settings) for i in ids]
+    models: str | Sequence[Path] = list(model_files) or config.model_name
+    return [predict_to_store(store, i, config.inference, models=models, model_name=config.model_name,
+                             overwrite=overwrite, client=client) for i in ids]
 
 
 def evaluate(store: CampaignStore, *, model: str | None = None, labels: str = "target", ref: str = "truth",
@@ -138,9 +136,8 @@ def segment_file(source: Path, cfg: InferenceConfig, *, model_files: Sequence[Pa
 
     if not model_files:
         raise ConfigError("Expected --model-file MODEL.keras (repeatable) to segment an image file. Got none.")
-    # the patch size stays the model sidecar's (no campaign config applies to a bare file)
-    out = segment_array(read_image(source), model_paths=list(model_files), mode=cfg.mode, stride=cfg.stride,
-                        tta=cfg.tta)
+    # with `patch_size: null` (the default) the patch size is the model sidecar's
+    out = segment_array(read_image(source), models=list(model_files), cfg=cfg)
     target = output or source.with_name(source.stem + "_labels.tif")
     tifffile.imwrite(target, out["labels"].astype(np.uint8), compression="zlib")
     return target

@@ -31,7 +31,7 @@ from semscale.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BlockGrid", "DoneMarkers", "Index", "run_blocks", "settings_hash"]
+__all__ = ["BlockGrid", "DoneMarkers", "Index", "compute_blocks", "run_blocks", "settings_hash"]
 
 Index = tuple[int, int]
 LOCAL_THREADS = 2
@@ -108,6 +108,10 @@ class DoneMarkers:
         """Mark ``index`` done. Call it only after every output of the block is written."""
         self.array[index] = self.token
 
+    def clear(self, index: Index) -> None:
+        """Unmark ``index`` (its outputs were found incomplete): it is computed again."""
+        self.array[index] = 0
+
     def pending(self, indices: Iterable[Index]) -> list[Index]:
         """The blocks of ``indices`` whose marker is missing or from other settings."""
         current = np.asarray(self.array[...]) == self.token
@@ -160,6 +164,56 @@ def run_blocks(
                          f"retries; first: block {index}: {type(first).__name__}: {first}. Rerun to retry "
                          "them (finished blocks are kept).") from first
     return results
+
+
+def compute_blocks(
+    graph: Any,
+    indices: Sequence[Index],
+    *,
+    client: Any = None,
+    retries: int = 2,
+    description: str = "blocks",
+    local_threads: int = LOCAL_THREADS,
+) -> list[np.ndarray]:
+    """Compute blocks ``indices`` of the dask array ``graph`` whose block tasks do the work themselves (write
+    their outputs and markers) and return small arrays; returns those, in completion order.
+
+    Only the tasks these blocks need run (the rest of the graph is culled). Scheduling, retries, failures and
+    progress as in :func:`run_blocks`: ``client`` (default: the current one) or ``local_threads`` threads.
+    """
+    from semscale.runtime.progress import dask_progress, progress
+
+    indices = list(indices)
+    if not indices:
+        return []
+    arrays = [graph.blocks[ix] for ix in indices]
+    client = _current_client() if client is None else client
+    if client is None:
+        import dask
+
+        scheduler = "threads" if local_threads > 1 and len(indices) > 1 else "sync"
+        with dask_progress(description):
+            return list(dask.compute(*arrays, scheduler=scheduler, num_workers=local_threads))
+    from distributed import as_completed
+
+    futures = client.compute(arrays, retries=retries)
+    results: list[np.ndarray] = []
+    failed: list[tuple[Index, BaseException]] = []
+    for fut in progress(as_completed(futures), total=len(futures), description=description):
+        try:
+            results.append(fut.result())
+        except Exception as exc:  # keep going: the other blocks' work is kept
+            failed.append((indices[futures.index(fut)], exc))
+    _raise_failed(failed, len(indices), retries, description)
+    return results
+
+
+def _raise_failed(failed: list[tuple[Index, BaseException]], n: int, retries: int, description: str) -> None:
+    if failed:
+        index, exc = failed[0]
+        raise StoreError(f"{description}: {len(failed)} of {n} blocks failed after {retries} retries; first: "
+                         f"block {index}: {type(exc).__name__}: {exc}. Rerun to retry them (finished blocks "
+                         "are kept).") from exc
 
 
 def _current_client() -> Any:

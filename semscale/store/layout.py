@@ -37,6 +37,7 @@ from semscale.store.ngff import (
     NGFF_VERSION,
     _write_pyramid,
     compressor,
+    label_group_metadata,
     label_pyramid,
     multiscales_metadata,
     write_dask,
@@ -459,8 +460,7 @@ class CampaignStore:
     def label_levels(self, image_id: str, name: str) -> int:
         """Number of pyramid levels (``0, 1, ...``) of label image ``name`` of ``image_id``."""
         self.label_array(image_id, name)  # raises a clear error when missing
-        group = self.root[paths.label(image_id, name)]
-        assert isinstance(group, zarr.Group)
+        group = group_at(self.root, paths.label(image_id, name))
         return len([k for k in group.array_keys() if k.isdigit()])
 
     # --- labelling (helper) ---
@@ -470,6 +470,55 @@ class CampaignStore:
         folder = self.path / paths.SCRATCH / stage
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"@{name}"
+
+    # --- inference (helper) ---
+    def create_predictions(
+        self, model: str, image_id: str, *, n_classes: int, uncertainty: bool, probabilities: bool
+    ) -> zarr.Group:
+        """(Re)create the outputs of ``model`` for ``image_id``, shaped and chunked like the SEM: ``labels/0``
+        (uint8, 255 = not yet predicted, NGFF image-label), ``confidence``, ``uncertainty`` (ensembles) and
+        ``probabilities`` ``(K, H, W)`` (float16, NaN = not yet)."""
+        sem = self.sem_array(image_id)
+        g = self.prediction_group(model, image_id, create=True)
+        for name in list(g.array_keys()) + list(g.group_keys()):
+            del g[name]
+        lg = g.create_group("labels")
+        lg.create_array("0", shape=sem.shape, chunks=sem.chunks, dtype="uint8", fill_value=IGNORE_LABEL,
+                        compressors=compressor(), dimension_names=("y", "x"))
+        lg.attrs["ome"] = label_group_metadata(f"{model}/{image_id}", self.pixel_size_um, 1, self.classes)
+        for name in ["confidence"] + (["uncertainty"] if uncertainty else []):
+            g.create_array(name, shape=sem.shape, chunks=sem.chunks, dtype="float16", fill_value=np.nan,
+                           compressors=compressor(), dimension_names=("y", "x"))
+        if probabilities:
+            g.create_array("probabilities", shape=(n_classes, *sem.shape), chunks=(n_classes, *sem.chunks),
+                           dtype="float16", fill_value=np.nan, compressors=compressor(),
+                           dimension_names=("c", "y", "x"))
+        return g
+
+    def prediction_arrays(self, model: str, image_id: str) -> dict[str, zarr.Array]:
+        """The level-0 output arrays of ``model`` for ``image_id`` that exist, by name (``labels``, ...)."""
+        g = self.prediction_group(model, image_id)
+        out = {"labels": array_at(g, "labels/0")} if "labels" in g else {}
+        return out | {name: array_at(g, name) for name in ("confidence", "uncertainty", "probabilities")
+                      if name in g}
+
+    def chunks_written(self, array: zarr.Array) -> np.ndarray:
+        """Which chunks of ``array`` are stored (bool over its chunk grid); chunks never written read as the
+        fill value."""
+        folder = self.path / array.path
+        have = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+        grid = tuple(-(-n // c) for n, c in zip(array.shape, array.chunks))
+        out = np.zeros(grid, bool)
+        for coords in np.ndindex(*grid):
+            out[coords] = array.metadata.encode_chunk_key(coords) in have
+        return out
+
+    def finish_predictions(self, model: str, image_id: str, *, changed: bool) -> None:
+        """The label pyramid for viewers (napari, ome-zarr), rebuilt when labels ``changed`` or it is missing."""
+        labels = group_at(self.prediction_group(model, image_id), "labels")
+        if changed or "1" not in labels:
+            label_pyramid(labels, name=f"{model}/{image_id}", pixel_size_um=self.pixel_size_um,
+                          classes=self.classes)
 
     # --- summary -----------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
