@@ -1,0 +1,225 @@
+"""The config sections: one frozen, validated dataclass per pipeline stage — the only home of defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from semscale.config.validation import ID_PATTERN, Switch, _check, _switch
+
+__all__ = ["ClusterConfig", "InferenceConfig", "IngestConfig", "LabellingConfig", "TrainingConfig"]
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """How images enter the store."""
+
+    chunk_size: int = 1024
+    """Zarr chunk edge (px) of SEM and label arrays."""
+
+    def __post_init__(self) -> None:
+        _check(self.chunk_size >= 16, "ingest.chunk_size", "an integer >= 16", self.chunk_size)
+
+
+@dataclass(frozen=True)
+class LabellingConfig:
+    """EDS-guided automatic target labels (random forest on SEM + registered EDS features)."""
+
+    sigmas: tuple[float, ...] = (0.7, 1.0, 2.0, 4.0, 8.0, 16.0)
+    """Scales (SEM px) of the multiscale SEM features."""
+    n_estimators: int = 100
+    max_depth: int | None = 20
+    max_seeds_per_class: int = 20000
+    """Seed pixels kept per class and image for training the random forest."""
+    refine_sigma: float | None = 0.5
+    """Snap the forest's labels to the SEM's edges (superpixels of the SEM smoothed at this σ, px); null: off."""
+    self_training: bool = True
+    """A second forest, trained on pixels drawn from the first round's labels everywhere, labels the image."""
+    seed: int = 0
+    n_jobs: int = -1
+
+    def __post_init__(self) -> None:
+        _check(len(self.sigmas) > 0 and all(s > 0 for s in self.sigmas), "labelling.sigmas",
+               "a non-empty list of positive numbers", list(self.sigmas))
+        _check(self.n_estimators >= 1, "labelling.n_estimators", "an integer >= 1", self.n_estimators)
+        _check(self.max_seeds_per_class >= 10, "labelling.max_seeds_per_class", "an integer >= 10",
+               self.max_seeds_per_class)
+        _check(self.refine_sigma is None or self.refine_sigma >= 0, "labelling.refine_sigma",
+               "a number >= 0 or null", self.refine_sigma)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """U-Net training; defaults follow the published method (256² patches, batch 32, Adam 1e-3).
+
+    The only home of every training option: :func:`semscale.training.fit.train_member`,
+    :func:`semscale.training.ensemble.train_ensemble` and the patch sampler read them from here; overrides
+    (CLI ``--epochs``, ``--ensemble``, ``--steps``) build a new section with ``dataclasses.replace``.
+    """
+
+    name: str = "unet"
+    """Model name: members are stored as ``models/<name>/member_k.keras``."""
+    label_source: str = "target"
+    patch_size: int = 256
+    batch_size: int = 32
+    epochs: int = 250
+    steps_per_epoch: int | None = None
+    """Batches per epoch; null: 10 windows per training tile (the paper's 10 augmented patches per tile)."""
+    learning_rate: float = 1e-3
+    filters: tuple[int, ...] = (16, 32, 64, 128, 256)
+    dropout: tuple[float, ...] = (0.1, 0.1, 0.2, 0.2, 0.3)
+    augment: bool = True
+    """Dihedral flips/rotations, blur, contrast, brightness and Gaussian–Poisson noise on the fly."""
+    ensemble: int = 1
+    """Number of ensemble members (member k trains with seed ``seed + k``)."""
+    split: Literal["tiles", "images"] = "tiles"
+    test_tiles_fraction: float = 140 / 1232
+    """Share of the P×P tile grid held out as test tiles (the paper: 140 of 1232)."""
+    seed: int = 0
+    mixed_precision: Switch = "auto"
+    """float16 compute: ``auto`` on a GPU, ``on``, ``off`` (YAML true/false accepted)."""
+    n_test_tiles: int | None = None
+    """Number of test tiles; null: ``round(test_tiles_fraction × tiles)``."""
+    rare_fraction: float = 0.3
+    """Share of windows centred on a pixel of a rare class."""
+    rare_threshold: float | None = None
+    """A class is rare below this share of the labelled training area; null: ``0.5 / n_classes``."""
+    ignore_boundary_px: float = 0.0
+    """Target pixels within this distance (px) of another class are left out of the loss."""
+    monitor: Literal["val_mean_iou", "val_accuracy", "loss"] = "val_mean_iou"
+    """What chooses the best epoch (the exported weights)."""
+    jit_compile: bool | Literal["auto"] = "auto"
+    """Keras' XLA switch (``auto``: where the backend supports it; false starts faster)."""
+    threads: int | None = None
+    """TensorFlow CPU threads per member (e.g. 1 for one-thread Dask workers); null: TensorFlow's choice."""
+    workers: int = 2
+    """Threads (or processes) of the sampler that prefetch batches while the model trains."""
+    use_multiprocessing: bool = False
+    max_queue_size: int = 8
+    """Batches the sampler's workers prefetch."""
+    in_memory: bool = False
+    """Read each training image whole into memory instead of slicing windows out of Zarr (small campaigns)."""
+    cache_mb: float = 512.0
+    """LRU cache of decoded Zarr chunks shared by the sampler's workers (MiB; 0: none)."""
+    verbose: int = 0
+    """Keras ``fit`` verbosity (0: the one log line per epoch only)."""
+    first_member: int = 0
+    """Members ``first_member .. first_member + ensemble - 1`` are trained (to add members later)."""
+    retries: int = 1
+    """How often a failed member task is retried on the cluster (it resumes from its checkpoint)."""
+
+    def __post_init__(self) -> None:
+        _check(bool(ID_PATTERN.match(self.name)), "training.name", "a name of [A-Za-z0-9_.-]", self.name)
+        depth = len(self.filters) - 1
+        _check(len(self.filters) >= 2 and all(f >= 1 for f in self.filters), "training.filters",
+               "at least two positive integers", list(self.filters))
+        _check(len(self.dropout) == len(self.filters), "training.dropout",
+               f"{len(self.filters)} rates (one per level of `filters`)", list(self.dropout))
+        _check(all(0 <= r < 1 for r in self.dropout), "training.dropout", "rates in [0, 1)", list(self.dropout))
+        _check(self.patch_size >= 2**depth and self.patch_size % 2**depth == 0, "training.patch_size",
+               f"a multiple of {2**depth} (2**poolings)", self.patch_size)
+        for key, least, optional in (("batch_size", 1, False), ("epochs", 1, False), ("ensemble", 1, False),
+                                     ("workers", 1, False), ("max_queue_size", 1, False), ("first_member", 0, False),
+                                     ("retries", 0, False), ("steps_per_epoch", 1, True), ("threads", 1, True),
+                                     ("n_test_tiles", 0, True)):
+            value = getattr(self, key)
+            _check((optional and value is None) or (value is not None and value >= least), f"training.{key}",
+                   f"an integer >= {least}" + (" or null" if optional else ""), value)
+        _switch(self, "mixed_precision", "training.mixed_precision")
+        for key, choices in (("split", ("tiles", "images")), ("mixed_precision", ("auto", "on", "off")),
+                             ("monitor", ("val_mean_iou", "val_accuracy", "loss")),
+                             ("jit_compile", (True, False, "auto")), ("verbose", (0, 1, 2))):
+            _check(getattr(self, key) in choices, f"training.{key}", "one of " + ", ".join(map(repr, choices)),
+                   getattr(self, key))
+        _check(self.learning_rate > 0, "training.learning_rate", "a positive number", self.learning_rate)
+        _check(0 <= self.test_tiles_fraction < 1, "training.test_tiles_fraction", "a number in [0, 1)",
+               self.test_tiles_fraction)
+        _check(0 <= self.rare_fraction <= 1, "training.rare_fraction", "a number in [0, 1]", self.rare_fraction)
+        _check(self.rare_threshold is None or 0 < self.rare_threshold < 1, "training.rare_threshold",
+               "a number in (0, 1) or null", self.rare_threshold)
+        _check(self.ignore_boundary_px >= 0, "training.ignore_boundary_px", "a number >= 0 (px)",
+               self.ignore_boundary_px)
+        _check(self.cache_mb >= 0, "training.cache_mb", "a number >= 0 (MiB)", self.cache_mb)
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Blockwise segmentation of SEM images (sliding windows or large tiles, on a Dask cluster).
+
+    The one home of every inference setting: :func:`semscale.inference.predict`,
+    :func:`~semscale.inference.predict_to_store` and :func:`~semscale.inference.segment_array` take this
+    section whole; override a setting with ``dataclasses.replace(cfg, stride=64)``.
+    """
+
+    model: str | None = None
+    """Model name under ``models/``; default: ``training.name``."""
+    mode: Literal["average", "gaussian", "tile"] = "tile"
+    """``average``/``gaussian``: blend windows of ``patch_size`` at ``stride``; ``tile``: the fully
+    convolutional network on large tiles with a context halo (about one evaluation per pixel)."""
+    patch_size: int | None = None
+    """Window edge (px) for ``average``/``gaussian``; default: the model sidecar's (its training patch)."""
+    stride: int | None = None
+    """Window stride (px) for ``average``/``gaussian``; default: the patch size (the paper's fast setting)."""
+    tile_size: int = 1024
+    """Largest tile edge (px) in ``tile`` mode; tiles are also cut at block edges."""
+    sigma_fraction: float = 0.125
+    """``gaussian``: σ of the window weights as a fraction of the patch size."""
+    tta: bool = False
+    """Test-time augmentation over the 8 flips/rotations."""
+    batch_size: int = 8
+    """Windows per network call (window modes)."""
+    block_size: int | None = None
+    """Edge (px) of one block task, a multiple of the SEM chunk; default: one SEM chunk (in-memory images:
+    ``ingest.chunk_size``)."""
+    retries: int = 2
+    """Retries of a failed block task on a Dask cluster."""
+    probabilities: bool = False
+    """Also write per-class probabilities (float16)."""
+
+    def __post_init__(self) -> None:
+        modes = ("average", "gaussian", "tile")
+        _check(self.mode in modes, "inference.mode", "one of " + ", ".join(map(repr, modes)), self.mode)
+        if self.patch_size is not None:
+            _check(self.patch_size >= 16, "inference.patch_size", "an integer >= 16 or null", self.patch_size)
+        if self.stride is not None:
+            top = self.patch_size if self.patch_size is not None else "patch_size"
+            _check(self.stride >= 1 and (self.patch_size is None or self.stride <= self.patch_size),
+                   "inference.stride", f"an integer in 1..{top}", self.stride)
+        _check(self.tile_size >= 16, "inference.tile_size", "an integer >= 16", self.tile_size)
+        _check(self.sigma_fraction > 0, "inference.sigma_fraction", "a positive number", self.sigma_fraction)
+        _check(self.batch_size >= 1, "inference.batch_size", "an integer >= 1", self.batch_size)
+        if self.block_size is not None:
+            _check(self.block_size >= 16, "inference.block_size", "an integer >= 16 or null", self.block_size)
+        _check(self.retries >= 0, "inference.retries", "an integer >= 0", self.retries)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where Dask work runs: an existing scheduler, or a local (CUDA) cluster built for this machine."""
+
+    address: str | None = None
+    """Scheduler to connect to (``tcp://host:8786``); null: start a local cluster."""
+    n_workers: int | None = None
+    """Local workers; default one per visible GPU, else ``max(1, cpus // 4)``."""
+    threads_per_worker: int | None = None
+    """Threads per local CPU worker; default 1 (GPU workers always have 1)."""
+    memory_limit: str = "auto"
+    """Per-worker memory limit (``4GB``, ``auto``), as Dask reads it."""
+    gpu: Switch = "auto"
+    """``auto``: dask-cuda GPU workers when GPUs are visible and dask-cuda is installed; ``on``: require
+    them; ``off``: CPU workers that see no GPU. ``CUDA_VISIBLE_DEVICES`` picks the devices."""
+    dashboard_address: str | None = "127.0.0.1:8787"
+    """``host:port`` the dashboard of a local cluster listens on (port 0: any free one; ``:8787`` or
+    ``0.0.0.0:8787``: every interface); null: no dashboard."""
+
+    def __post_init__(self) -> None:
+        for name in ("n_workers", "threads_per_worker"):
+            value = getattr(self, name)
+            _check(value is None or value >= 1, f"cluster.{name}", "an integer >= 1 or null", value)
+        _switch(self, "gpu", "cluster.gpu")
+        if self.dashboard_address is not None:
+            _host, sep, port = self.dashboard_address.rpartition(":")
+            _check(bool(sep) and port.isdigit() and int(port) <= 65535, "cluster.dashboard_address",
+                   "HOST:PORT (e.g. 127.0.0.1:8787; port 0 picks a free one) or null", self.dashboard_address)
+
+
