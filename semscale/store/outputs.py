@@ -1,0 +1,239 @@
+"""What the stages write into a campaign store beside its images: models and their member files,
+predictions, label sources for scoring, statistics, the report and scratch space for resumable stages.
+
+:class:`StoreOutputs` is the half of :class:`~semscale.store.layout.CampaignStore` that holds these; it
+relies on the images half for ``root``, ``path``, the SEM arrays and the label images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zarr
+
+from semscale import IGNORE_LABEL
+from semscale.errors import ModelError, StoreError
+from semscale.store import paths
+from semscale.store.ngff import compressor, label_group_metadata, label_pyramid
+from semscale.store.nodes import array_at, attrs_of, group_at, set_attrs
+
+if TYPE_CHECKING:
+    import dask.array as da
+
+__all__ = ["StoreOutputs"]
+
+
+class StoreOutputs:
+    """Models, predictions, scores, stats, report and scratch of a campaign store (mixed into CampaignStore)."""
+
+    path: Path
+    root: zarr.Group
+
+    if TYPE_CHECKING:  # provided by CampaignStore
+        @property
+        def classes(self) -> tuple[str, ...]: ...
+        @property
+        def pixel_size_um(self) -> float: ...
+        def sem_array(self, image_id: str, level: int = 0) -> zarr.Array: ...
+        def labels(self, image_id: str, name: str, level: int = 0) -> da.Array: ...
+        def label_array(self, image_id: str, name: str, level: int = 0) -> zarr.Array: ...
+
+    # --- models and predictions ------------------------------------------------------------------
+    def model_dir(self, name: str, *, create: bool = False) -> Path:
+        """Folder of model ``name`` (``models/<name>``); ``create`` makes it a Zarr group so tools see it."""
+        if create:
+            self.root.require_group(paths.model(name))
+        return self.path / paths.model(name)
+
+    def member_file(self, name: str, k: int, kind: str = "model") -> Path:
+        """File ``kind`` (``model``, ``sidecar``, ``history``, ``last``, ``best``, ``state``) of member ``k``."""
+        return self.path / paths.member_file(name, k, kind)
+
+    def model_members(self, name: str) -> list[Path]:
+        """The exported ``member_k.keras`` files of model ``name`` (sorted by k); raises if there are none."""
+        folder = self.model_dir(name)
+        found = sorted(folder.glob("member_*.keras"), key=lambda p: int(p.stem.split("_")[-1]))
+        if not found:
+            known = ", ".join(self.model_names()) or "none"
+            raise ModelError(
+                f"Expected trained members of model `{name}` in {folder}. Got none (models: {known}); run "
+                "`semscale train CONFIG` first."
+            )
+        return found
+
+    def set_model_attrs(self, name: str, **values: Any) -> None:
+        g = self.root.require_group(paths.model(name))
+        set_attrs(g, **values)
+
+    def model_attrs(self, name: str) -> dict[str, Any]:
+        key = paths.model(name)
+        return attrs_of(self.root[key]) if key in self.root else {}
+
+    def model_names(self) -> list[str]:
+        return sorted(group_at(self.root, paths.MODELS).group_keys()) if paths.MODELS in self.root else []
+
+    def prediction_group(self, model: str, image_id: str, *, create: bool = False) -> zarr.Group:
+        key = paths.prediction(model, image_id)
+        if create:
+            return self.root.require_group(key)
+        if key not in self.root:
+            raise StoreError(f"Expected predictions `{key}` in {self.path}. Got none; run `semscale predict`.")
+        return group_at(self.root, key)
+
+    def prediction_labels(self, model: str, image_id: str) -> da.Array:
+        """Predicted labels (uint8 dask array, level 0) of ``model`` for ``image_id``."""
+        import dask.array as da
+
+        g = self.prediction_group(model, image_id)
+        if "labels/0" not in g:
+            raise StoreError(
+                f"Expected labels in predictions/{model}/{image_id} of {self.path}. Got none; run "
+                "`semscale predict` for that image."
+            )
+        return da.from_zarr(array_at(g, "labels/0"))
+
+    def prediction_models(self) -> list[str]:
+        return sorted(group_at(self.root, paths.PREDICTIONS).group_keys()) if paths.PREDICTIONS in self.root else []
+
+    def has_predictions(self, model: str, image_id: str, *, complete: bool = True) -> bool:
+        key = paths.prediction(model, image_id)
+        if key not in self.root:
+            return False
+        return not complete or bool(attrs_of(self.root[key]).get("complete"))
+
+    def predictions(self, model: str, image_id: str) -> dict[str, Any]:
+        """Complete prediction outputs as dask arrays (``labels``, ``confidence``, ``uncertainty``, ...)."""
+        import dask.array as da
+
+        g = self.prediction_group(model, image_id)
+        if not attrs_of(g).get("complete"):
+            raise StoreError(
+                f"Expected complete predictions {model}/{image_id} in {self.path}. Got an unfinished run; "
+                "rerun `semscale predict` to finish it."
+            )
+        out = {"labels": da.from_zarr(g["labels/0"])}
+        for name in ("confidence", "uncertainty", "probabilities"):
+            if name in g:
+                out[name] = da.from_zarr(g[name])
+        return out
+
+    def drop_predictions(self, image_id: str) -> list[str]:
+        """Delete every model's predictions of ``image_id``; returns the models that had some."""
+        dropped = []
+        for model in self.prediction_models():
+            group = group_at(self.root, f"{paths.PREDICTIONS}/{model}")
+            if image_id in group:
+                del group[image_id]
+                dropped.append(model)
+        return dropped
+
+    def create_predictions(
+        self, model: str, image_id: str, *, n_classes: int, uncertainty: bool, probabilities: bool
+    ) -> zarr.Group:
+        """(Re)create the outputs of ``model`` for ``image_id``, shaped and chunked like the SEM: ``labels/0``
+        (uint8, 255 = not yet predicted, NGFF image-label), ``confidence``, ``uncertainty`` (ensembles) and
+        ``probabilities`` ``(K, H, W)`` (float16, NaN = not yet)."""
+        sem = self.sem_array(image_id)
+        g = self.prediction_group(model, image_id, create=True)
+        for name in list(g.array_keys()) + list(g.group_keys()):
+            del g[name]
+        lg = g.create_group("labels")
+        lg.create_array("0", shape=sem.shape, chunks=sem.chunks, dtype="uint8", fill_value=IGNORE_LABEL,
+                        compressors=compressor(), dimension_names=("y", "x"))
+        lg.attrs["ome"] = label_group_metadata(f"{model}/{image_id}", self.pixel_size_um, 1, self.classes)
+        for name in ["confidence"] + (["uncertainty"] if uncertainty else []):
+            g.create_array(name, shape=sem.shape, chunks=sem.chunks, dtype="float16", fill_value=np.nan,
+                           compressors=compressor(), dimension_names=("y", "x"))
+        if probabilities:
+            g.create_array("probabilities", shape=(n_classes, *sem.shape), chunks=(n_classes, *sem.chunks),
+                           dtype="float16", fill_value=np.nan, compressors=compressor(),
+                           dimension_names=("c", "y", "x"))
+        return g
+
+    def prediction_arrays(self, model: str, image_id: str) -> dict[str, zarr.Array]:
+        """The level-0 output arrays of ``model`` for ``image_id`` that exist, by name (``labels``, ...)."""
+        g = self.prediction_group(model, image_id)
+        out = {"labels": array_at(g, "labels/0")} if "labels" in g else {}
+        return out | {name: array_at(g, name) for name in ("confidence", "uncertainty", "probabilities")
+                      if name in g}
+
+    def chunks_written(self, array: zarr.Array) -> np.ndarray:
+        """Which chunks of ``array`` are stored (bool over its chunk grid); chunks never written read as the
+        fill value."""
+        folder = self.path / array.path
+        have = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+        grid = tuple(-(-n // c) for n, c in zip(array.shape, array.chunks))
+        out = np.zeros(grid, bool)
+        for coords in np.ndindex(*grid):
+            out[coords] = array.metadata.encode_chunk_key(coords) in have
+        return out
+
+    def finish_predictions(self, model: str, image_id: str, *, changed: bool) -> None:
+        """The label pyramid for viewers (napari, ome-zarr), rebuilt when labels ``changed`` or it is missing."""
+        labels = group_at(self.prediction_group(model, image_id), "labels")
+        if changed or "1" not in labels:
+            label_pyramid(labels, name=f"{model}/{image_id}", pixel_size_um=self.pixel_size_um,
+                          classes=self.classes)
+
+    # --- label sources (target/truth labels or a model's predictions) -----------------------------
+    def _source_group(self, image_id: str, source: str | tuple[str, str]) -> tuple[zarr.Group, str]:
+        kind, name = ("labels", source) if isinstance(source, str) else source
+        if kind == "labels":
+            self.label_array(image_id, name)  # raises a clear error when missing
+            return group_at(self.root, paths.label(image_id, name)), f"labels/{name}"
+        if kind == "predictions":
+            return self.prediction_group(name, image_id), f"predictions/{name}"
+        raise StoreError(f"Expected 'labels' or 'predictions' as label source kind. Got {kind!r}.")
+
+    def label_source(self, image_id: str, source: str | tuple[str, str]) -> tuple[Any, str]:
+        """(uint8 dask labels, description) of ``name`` / ``("labels", name)`` / ``("predictions", model)``."""
+        kind, name = ("labels", source) if isinstance(source, str) else source
+        arr = self.prediction_labels(name, image_id) if kind == "predictions" else self.labels(image_id, name)
+        return arr, self._source_group(image_id, source)[1]
+
+    def record_metrics(self, image_id: str, source: str | tuple[str, str], *, ref: str,
+                       result: Mapping[str, Any]) -> None:
+        """Keep ``result`` in the scored group's ``attrs["semscale"]["metrics"][ref]`` (no-op read-only)."""
+        if self.root.read_only:
+            return
+        group = self._source_group(image_id, source)[0]
+        meta = attrs_of(group)
+        meta["metrics"] = {**dict(meta.get("metrics", {})), ref: dict(result)}
+        group.attrs["semscale"] = meta
+
+    # --- stats, report, scratch ---------------------------------------------------------------------
+    @property
+    def stats_group(self) -> str:
+        """The Zarr group (relative to the store) of the campaign statistics (an xarray Dataset)."""
+        return paths.STATS
+
+    def has_stats(self) -> bool:
+        return paths.STATS in self.root
+
+    def report_dir(self) -> Path:
+        """``report/`` (a Zarr group, so tools see it), created on first use."""
+        self.root.require_group(paths.REPORT)
+        return self.path / paths.REPORT
+
+    def scratch_group(self, stage: str, image_id: str, *, create: bool = False) -> zarr.Group | None:
+        """Intermediate results of ``stage`` for ``image_id`` (``scratch/<stage>/<id>``); None if absent."""
+        key = paths.scratch(stage, image_id)
+        if create:
+            return self.root.require_group(key)
+        return group_at(self.root, key) if key in self.root else None
+
+    def drop_scratch(self, stage: str, image_id: str) -> None:
+        key = paths.scratch(stage, image_id)
+        if key in self.root:
+            del self.root[key]
+
+    def scratch_file(self, stage: str, name: str) -> Path:
+        """A file ``name`` of ``stage`` shared by its images (e.g. a fitted classifier):
+        ``scratch/<stage>/@<name>`` (``@`` cannot occur in an image id); the folder is created."""
+        folder = self.path / paths.SCRATCH / stage
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"@{name}"
+
