@@ -136,7 +136,7 @@ def test_section_validates_when_built_directly() -> None:
 
 
 def test_shipped_example_config_is_valid() -> None:
-    path = Path(__file__).resolve().parents[1] / "configs" / "oxidation-series.yaml"
+    path = Path(__file__).resolve().parents[2] / "configs" / "oxidation-series.yaml"
     cfg = load_config(path, check_files=False)
     assert len(cfg.images) == 8 and cfg.training.ensemble == 10
     assert [e.role for e in cfg.images].count("train") == 3

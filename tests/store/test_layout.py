@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import zarr
 
-from semscale.errors import ModelError, StoreError
+from semscale.errors import StoreError
 from semscale.store import create_store, open_store
 
 
@@ -41,32 +41,6 @@ def test_labels_write_drop_and_sources(store) -> None:
     assert store.label_names("im") == []
     with pytest.raises(StoreError, match="Expected labels `target`"):
         store.label_array("im", "target")
-
-
-def test_models_predictions_and_scratch(store) -> None:
-    with pytest.raises(ModelError, match="Expected trained members of model `unet`"):
-        store.model_members("unet")
-    folder = store.model_dir("unet", create=True)
-    for k in (10, 2):
-        store.member_file("unet", k).write_bytes(b"x")
-    assert [p.name for p in store.model_members("unet")] == ["member_2.keras", "member_10.keras"]
-    store.set_model_attrs("unet", summary={"n": 2})
-    assert store.model_attrs("unet")["summary"] == {"n": 2} and folder.is_dir()
-
-    g = store.prediction_group("unet", "im", create=True)
-    g.create_group("labels").create_array("0", shape=(40, 60), dtype="uint8", fill_value=1)
-    assert not store.has_predictions("unet", "im") and store.has_predictions("unet", "im", complete=False)
-    with pytest.raises(StoreError, match="unfinished run"):
-        store.predictions("unet", "im")
-    g.attrs["semscale"] = {"complete": True}
-    assert (store.predictions("unet", "im")["labels"].compute() == 1).all()
-    assert store.drop_predictions("im") == ["unet"] and not store.has_predictions("unet", "im", complete=False)
-
-    assert store.scratch_group("labelling", "im") is None
-    store.scratch_group("labelling", "im", create=True).create_array("a", shape=(2,), dtype="int8")
-    assert "a" in store.scratch_group("labelling", "im")
-    store.drop_scratch("labelling", "im")
-    assert store.scratch_group("labelling", "im") is None
 
 
 def test_reopen_checks_campaign_and_mode(store, tmp_path) -> None:
