@@ -400,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="campaign YAML, store (.zarr) or an image file (TIFF/PNG/npy)")
     p.add_argument("--model", help="model name in the store (default: inference.model, else training.name)")
     p.add_argument("--model-file", action="append", metavar="KERAS",
-                   help="model file(s) to segment an image file; repeat for an ensemble")
+                   help="model file(s) (image file, or instead of the store's model); repeat for an ensemble")
     p.add_argument("--mode", choices=choices(InferenceConfig, "mode"),
                    help=f"window blending (default {InferenceConfig.mode})")
     p.add_argument("--stride", type=int, help="window stride in px (average/gaussian)")
