@@ -30,7 +30,7 @@ __all__ = [
 STAGES = ("ingest", "label", "train", "predict", "evaluate", "stats")
 
 
-def label(config: CampaignConfig, store: Any, *, overwrite: bool = False, client: Any = None) -> dict[str, Any]:
+def label(config: CampaignConfig, store: CampaignStore, *, overwrite: bool = False, client: Any = None) -> dict[str, Any]:
     """EDS-guided target labels for every image with EDS maps and no target (the config's ``labelling``)."""
     from semscale.labelling import label_store
 
