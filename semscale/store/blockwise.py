@@ -148,22 +148,9 @@ def run_blocks(
             return [process(ix) for ix in progress(indices, total=len(indices), description=description)]
         with ThreadPoolExecutor(local_threads) as pool:
             return list(progress(pool.map(process, indices), total=len(indices), description=description))
-    from distributed import as_completed
 
     futures = client.map(process, indices, pure=False, retries=retries)
-    results: list[dict[str, Any]] = []
-    failed: list[tuple[Index, BaseException]] = []
-    for fut in progress(as_completed(futures), total=len(futures), description=description):
-        try:
-            results.append(fut.result())
-        except Exception as exc:  # keep going: the other blocks' work is kept
-            failed.append((indices[futures.index(fut)], exc))
-    if failed:
-        index, first = failed[0]
-        raise StoreError(f"{description}: {len(failed)} of {len(indices)} blocks failed after {retries} "
-                         f"retries; first: block {index}: {type(first).__name__}: {first}. Rerun to retry "
-                         "them (finished blocks are kept).") from first
-    return results
+    return _gather(futures, indices, retries=retries, description=description)
 
 
 def compute_blocks(
@@ -181,7 +168,7 @@ def compute_blocks(
     Only the tasks these blocks need run (the rest of the graph is culled). Scheduling, retries, failures and
     progress as in :func:`run_blocks`: ``client`` (default: the current one) or ``local_threads`` threads.
     """
-    from semscale.runtime.progress import dask_progress, progress
+    from semscale.runtime.progress import dask_progress
 
     indices = list(indices)
     if not indices:
@@ -194,26 +181,30 @@ def compute_blocks(
         scheduler = "threads" if local_threads > 1 and len(indices) > 1 else "sync"
         with dask_progress(description):
             return list(dask.compute(*arrays, scheduler=scheduler, num_workers=local_threads))
+
+    return _gather(client.compute(arrays, retries=retries), indices, retries=retries, description=description)
+
+
+def _gather(futures: list[Any], indices: list[Index], *, retries: int, description: str) -> list[Any]:
+    """Results of one future per block as they complete, with progress; a failed block does not stop the
+    others (their work is kept), and the failures are raised together at the end."""
     from distributed import as_completed
 
-    futures = client.compute(arrays, retries=retries)
-    results: list[np.ndarray] = []
+    from semscale.runtime.progress import progress
+
+    results: list[Any] = []
     failed: list[tuple[Index, BaseException]] = []
     for fut in progress(as_completed(futures), total=len(futures), description=description):
         try:
             results.append(fut.result())
         except Exception as exc:  # keep going: the other blocks' work is kept
             failed.append((indices[futures.index(fut)], exc))
-    _raise_failed(failed, len(indices), retries, description)
-    return results
-
-
-def _raise_failed(failed: list[tuple[Index, BaseException]], n: int, retries: int, description: str) -> None:
     if failed:
-        index, exc = failed[0]
-        raise StoreError(f"{description}: {len(failed)} of {n} blocks failed after {retries} retries; first: "
-                         f"block {index}: {type(exc).__name__}: {exc}. Rerun to retry them (finished blocks "
-                         "are kept).") from exc
+        index, first = failed[0]
+        raise StoreError(f"{description}: {len(failed)} of {len(indices)} blocks failed after {retries} "
+                         f"retries; first: block {index}: {type(first).__name__}: {first}. Rerun to retry them "
+                         "(finished blocks are kept).") from first
+    return results
 
 
 def _current_client() -> Any:
