@@ -480,8 +480,13 @@ class CampaignStore:
     def prediction_arrays(self, model: str, image_id: str) -> dict[str, zarr.Array]:
         """The level-0 output arrays of ``model`` for ``image_id`` that exist, by name (``labels``, ...)."""
         g = self.prediction_group(model, image_id)
-        out = {"labels": g["labels/0"]} if "labels" in g else {}
-        return out | {name: g[name] for name in ("confidence", "uncertainty", "probabilities") if name in g}
+        out: dict[str, zarr.Array] = {}
+        for name, key in (("labels", "labels/0"), ("confidence", "confidence"), ("uncertainty", "uncertainty"),
+                          ("probabilities", "probabilities")):
+            arr = g.get(key)
+            if isinstance(arr, zarr.Array):
+                out[name] = arr
+        return out
 
     def chunks_written(self, array: zarr.Array) -> np.ndarray:
         """Which chunks of ``array`` are stored (bool over its chunk grid); chunks never written read as the
@@ -497,6 +502,7 @@ class CampaignStore:
     def finish_predictions(self, model: str, image_id: str, *, changed: bool) -> None:
         """The label pyramid for viewers (napari, ome-zarr), rebuilt when labels ``changed`` or it is missing."""
         labels = self.prediction_group(model, image_id)["labels"]
+        assert isinstance(labels, zarr.Group)
         if changed or "1" not in labels:
             label_pyramid(labels, name=f"{model}/{image_id}", pixel_size_um=self.pixel_size_um,
                           classes=self.classes)
