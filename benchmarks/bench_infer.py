@@ -362,7 +362,45 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def _accuracies(store: Any, results: dict[str, Any], out: Path) -> None:
+    """Accuracy vs truth (image and crop) and agreement with average s=32 on the crop, per run."""
+    truth = store.labels("bench", "truth").compute()
+    lab32 = np.load(out / "s32_crop_labels.npy") if (out / "s32_crop_labels.npy").exists() else None
+    for name, r in results["runs"].items():
+        if name == "average_s32":
+            r["accuracy_crop"] = float((lab32 == truth[CROP]).mean())
+            r["agreement_s32_crop"] = 1.0
+            continue
+        lab = store.predictions(name, "bench")["labels"].compute()
+        r["accuracy"] = float((lab == truth).mean())
+        r["accuracy_crop"] = float((lab[CROP] == truth[CROP]).mean())
+        if lab32 is not None:
+            r["agreement_s32_crop"] = float((lab[CROP] == lab32).mean())
+
+
+def _mosaic_subprocess(out: Path, size: int) -> dict[str, Any]:
+    log(f"mosaic {size}² (fresh process)")
+    proc = subprocess.run([sys.executable, __file__, "mosaic", "--out", str(out), "--size", str(size)],
+                          capture_output=True, text=True, check=True)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    res = json.loads(line[len("RESULT "):])
+    log(str(res))
+    return res
+
+
+RUNS: list[tuple[str, dict[str, Any]]] = [
+    ("average_s256", {"mode": "average", "stride": 256}),
+    ("average_s128", {"mode": "average", "stride": 128}),
+    ("gaussian_s128", {"mode": "gaussian", "stride": 128}),
+    ("tile_b1024", {"mode": "tile", "warm": True}),
+    ("tile_b2048", {"mode": "tile", "block_size": 2048, "tile_size": 2048, "warm": True}),
+    ("tile_b4096", {"mode": "tile", "block_size": 4096, "tile_size": 4096, "warm": True}),
+    ("average_s64", {"mode": "average", "stride": 64}),
+]
+"""The timed Zarr→Zarr runs: name and ``InferenceConfig`` settings (``warm``: one untimed run first)."""
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["all", "mosaic", "table", "halo"])
     ap.add_argument("--out", type=Path, required=True)
@@ -370,7 +408,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3, help="halo: interleaved repeats per variant")
     ap.add_argument("--train-seconds", type=float, default=420)
     ap.add_argument("--skip", nargs="*", default=[], help="parts to skip: s64 s32 workers mosaic")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = _parser().parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("SEMSCALE_PROGRESS", "0")
     if args.what == "mosaic":
@@ -392,14 +434,7 @@ def main() -> None:
     model = train_model(args.out, seconds=args.train_seconds)
     results["model"] = json.loads(model.with_suffix(".json").read_text())["training"]
     results.setdefault("runs", {})
-    runs = [("average_s256", {"mode": "average", "stride": 256}),
-            ("average_s128", {"mode": "average", "stride": 128}),
-            ("gaussian_s128", {"mode": "gaussian", "stride": 128}),
-            ("tile_b1024", {"mode": "tile", "warm": True}),
-            ("tile_b2048", {"mode": "tile", "block_size": 2048, "tile_size": 2048, "warm": True}),
-            ("tile_b4096", {"mode": "tile", "block_size": 4096, "tile_size": 4096, "warm": True}),
-            ("average_s64", {"mode": "average", "stride": 64})]
-    for name, kw in runs:
+    for name, kw in RUNS:
         if name == "average_s64" and "s64" in args.skip:
             continue
         if name not in results["runs"]:
@@ -414,20 +449,7 @@ def main() -> None:
         np.save(args.out / "s32_crop_labels.npy", lab32)
         results["runs"]["average_s32"] = res32
         save()
-    # accuracy vs truth and agreement with average s=32 (on the crop)
-
-    truth = store.labels("bench", "truth").compute()
-    lab32 = np.load(args.out / "s32_crop_labels.npy") if (args.out / "s32_crop_labels.npy").exists() else None
-    for name, r in results["runs"].items():
-        if name == "average_s32":
-            r["accuracy_crop"] = float((lab32 == truth[CROP]).mean())
-            r["agreement_s32_crop"] = 1.0
-            continue
-        lab = store.predictions(name, "bench")["labels"].compute()
-        r["accuracy"] = float((lab == truth).mean())
-        r["accuracy_crop"] = float((lab[CROP] == truth[CROP]).mean())
-        if lab32 is not None:
-            r["agreement_s32_crop"] = float((lab[CROP] == lab32).mean())
+    _accuracies(store, results, args.out)
     save()
     if "workers" not in args.skip and "workers" not in results:
         results["workers"] = [run_workers(store, model, n) for n in (1, 2)]
@@ -435,12 +457,7 @@ def main() -> None:
     if "mosaic" not in args.skip:
         results["mosaic"] = []
         for size in (4096, 16384):
-            log(f"mosaic {size}² (fresh process)")
-            proc = subprocess.run([sys.executable, __file__, "mosaic", "--out", str(args.out), "--size", str(size)],
-                                  capture_output=True, text=True, check=True)
-            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-            results["mosaic"].append(json.loads(line[len("RESULT "):]))
-            log(str(results["mosaic"][-1]))
+            results["mosaic"].append(_mosaic_subprocess(args.out, size))
             save()
     print(markdown(results))
 

@@ -144,8 +144,8 @@ def map_tasks(image: Any, fn: TaskFn, layout: Layout, *, channels: int, per_task
 
     A dask ``image`` gets its halo from dask ``map_overlap`` (boundary ``reflect``). Any other 2-D array
     that slices (a Zarr array, numpy) is read by the tasks themselves, each its own input and halo (mirrored
-    at the borders): tasks without inputs and without halo exchange, which is about half the time of
-    ``map_overlap`` for a store image (``benchmarks/bench_infer.py halo``)."""
+    at the borders): tasks without inputs and without halo exchange; for a store image on worker processes
+    ``map_overlap`` takes 1.3–2× as long for the same numbers (``benchmarks/bench_infer.py halo``)."""
     import dask.array as da
 
     if per_task:

@@ -7,8 +7,9 @@ input and halo straight from the SEM (mirrored at the borders), predicts, writes
 (:class:`~semscale.store.blockwise.DoneMarkers`: the settings hash, written last), and returns at once for
 blocks already done. Only the tasks of blocks not done are computed
 (:func:`~semscale.store.blockwise.compute_blocks`). Tasks read their own halo rather than taking it from
-``map_overlap`` because that is about twice as fast for the same numbers (no halo exchange between workers,
-no chains of small tasks; ``benchmarks/bench_infer.py halo``).
+``map_overlap``: the same numbers, but ``map_overlap`` takes 1.3–2× as long on worker processes (halo
+exchange between workers, chains of small tasks before each block) and no less in one process
+(``benchmarks/bench_infer.py halo``).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ __all__ = ["predict_to_store"]
 
 _HALO_READS = True
 """Tasks read their halo from the SEM's Zarr array; ``False``: dask ``map_overlap`` over the SEM instead
-(the same numbers, about twice the time; ``benchmarks/bench_infer.py halo`` measures both)."""
+(the same numbers, 1.3–2× the time on worker processes; ``benchmarks/bench_infer.py halo`` measures both)."""
 
 
 @dataclasses.dataclass(frozen=True)

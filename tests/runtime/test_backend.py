@@ -91,13 +91,16 @@ def test_predict_region_on_cupy_matches_numpy():
     cupy = pytest.importorskip("cupy")
     if not sb.cupy_available():
         pytest.skip("no CUDA device")
+    from semscale.config import InferenceConfig
     from semscale.inference import input_extent, make_geometry, predict_region
+    from semscale.inference.members import ModelFacts
 
     def net(x):
         z = np.concatenate([x, 1 - x, 0.5 * x], -1)
         return (z / z.sum(-1, keepdims=True)).astype(np.float32)
 
-    geom = make_geometry("gaussian", patch_size=16, stride=8, multiple=1)
+    geom = make_geometry(InferenceConfig(mode="gaussian", patch_size=16, stride=8),
+                         ModelFacts(n_classes=3, classes=None, multiple=1, halo_px=0, patch_size=None))
     core = ((0, 40), (0, 33))
     (lo0, hi0), (lo1, hi1) = input_extent(0, 40, geom), input_extent(0, 33, geom)
     x = np.random.default_rng(0).random((hi0 - lo0, hi1 - lo1)).astype(np.float32) + 0.1
