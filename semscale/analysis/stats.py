@@ -68,13 +68,18 @@ def campaign_stats(store: CampaignStore, *, model: str) -> Any:
                  "description": f"share of labelled pixels per phase, from {name} labels"},
             )
     attrs = [store.image_attrs(i) for i in ids]
+    # strings as object arrays: Zarr v3 stores them as variable-length UTF-8 (readable by other Zarr
+    # libraries), not as numpy's fixed-width UTF-32, which has no Zarr v3 specification
+    def text(values: list[str]) -> np.ndarray:
+        return np.array(values, dtype=object)
+
     coords = {
-        "image": ids,
-        "phase": classes,
-        "sample": ("image", [str(a.get("sample") or "") for a in attrs]),
+        "image": text(ids),
+        "phase": text(classes),
+        "sample": ("image", text([str(a.get("sample") or "") for a in attrs])),
         "oxidation_min": ("image", [np.nan if a.get("oxidation_min") is None else float(a["oxidation_min"])
                                     for a in attrs], {"units": "min"}),
-        "role": ("image", [str(a.get("role") or "") for a in attrs]),
+        "role": ("image", text([str(a.get("role") or "") for a in attrs])),
     }
     return xr.Dataset(data_vars, coords=coords,
                       attrs={"model": model, "pixel_size_um": store.pixel_size_um, "ignore_label": IGNORE_LABEL})
