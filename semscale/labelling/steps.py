@@ -37,6 +37,7 @@ from semscale.labelling.registration import smooth_eds
 from semscale.store.blockwise import BlockGrid, DoneMarkers, Index
 from semscale.store.layout import CampaignStore, open_store
 from semscale.store.ngff import compressor
+from semscale.store.nodes import attrs_of
 
 __all__ = [
     "ONE_BLOCK",
@@ -121,10 +122,17 @@ def array(group: zarr.Group, name: str) -> zarr.Array:
     return node
 
 
-def meta(node: zarr.Group | zarr.Array) -> dict[str, Any]:
-    """A copy of the ``semscale`` attrs of a Zarr node (empty if none)."""
-    value: Any = node.attrs.get("semscale", {})
-    return dict(value)
+meta = attrs_of
+"""A copy of the ``semscale`` attrs of a Zarr node (empty if none)."""
+
+
+def open_scratch(store_path: str, image_id: str) -> tuple[CampaignStore, zarr.Group]:
+    """(store, labelling scratch group of ``image_id``) for a block task; StoreError if the scratch is gone."""
+    store = open_store(store_path)
+    group = store.scratch_group(STAGE, image_id)
+    if group is None:
+        raise StoreError(f"Expected scratch of `{image_id}` in {store_path}. Got none; rerun.")
+    return store, group
 
 
 def _subgroup(group: zarr.Group, name: str) -> zarr.Group | None:
@@ -282,10 +290,7 @@ class ForestBlocks:
     token: int
 
     def __call__(self, index: Index) -> dict[str, Any]:
-        store = open_store(self.store_path)
-        group = store.scratch_group(STAGE, self.image_id)
-        if group is None:
-            raise StoreError(f"Expected scratch of `{self.image_id}` in {self.store_path}. Got none; rerun.")
+        store, group = open_scratch(self.store_path, self.image_id)
         region = self.grid.region(index)
         halo = feature_halo(self.spec.sigmas)
         feats = feature_block(_sem_window(store, self.image_id, region, halo),
@@ -310,10 +315,7 @@ class RefineBlocks:
     token: int
 
     def __call__(self, index: Index) -> dict[str, Any]:
-        store = open_store(self.store_path)
-        group = store.scratch_group(STAGE, self.image_id)
-        if group is None:
-            raise StoreError(f"Expected scratch of `{self.image_id}` in {self.store_path}. Got none; rerun.")
+        store, group = open_scratch(self.store_path, self.image_id)
         region = self.grid.region(index)
         h = REFINE_HALO
         sem = _sem_window(store, self.image_id, region, h)
