@@ -151,7 +151,7 @@ def test_whole_campaign_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureF
 
     import xarray as xr
 
-    ds = xr.open_zarr(store, group="stats")
+    ds = xr.open_zarr(store, group="stats", consolidated=False)
     np.testing.assert_allclose(ds["fraction"].sum("phase").values, 1.0, atol=1e-9)
     assert sorted(ds["oxidation_min"].values.tolist()) == [0.0, 30.0, 120.0]
 
