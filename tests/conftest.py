@@ -36,9 +36,9 @@ def tiny_ensemble_paths(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 @pytest.fixture(scope="session")
 def client() -> Iterator[object]:
     """A real distributed client: LocalCluster, 2 workers × 1 thread, in-process (processes=False)."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
-    ) as cluster, Client(cluster) as c:
+    from tests.loopback import local_cluster
+
+    with local_cluster(n_workers=2, threads_per_worker=1, processes=False) as cluster, Client(cluster) as c:
         yield c

@@ -20,6 +20,7 @@ def config(tmp_path):
     tifffile.imwrite(tmp_path / "a_truth.tif", truth)
     tifffile.imwrite(tmp_path / "a_target.tif", np.where(rng.random(truth.shape) < 0.9, truth, 0).astype(np.uint8))
     data = {"name": "p", "store": "p.zarr", "pixel_size_um": 0.05, "ingest": {"chunk_size": 32},
+            "cluster": {"n_workers": 1, "dashboard_address": "127.0.0.1:0"},
             "images": [{"id": "a", "sem": "a.tif", "truth": "a_truth.tif", "target": "a_target.tif"}]}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
     return load_config(tmp_path / "c.yaml")

@@ -22,6 +22,9 @@ from semscale.runtime import backend
 
 log = logging.getLogger(__name__)
 
+LOOPBACK_HOST = "127.0.0.1"
+"""Where the scheduler and workers of a local cluster listen (the dashboard: ``cluster.dashboard_address``)."""
+
 __all__ = ["ClusterPlan", "get_client", "plan_cluster"]
 
 
@@ -104,9 +107,11 @@ def _start(plan: ClusterPlan, *, processes: bool) -> Any:
     from distributed import LocalCluster
 
     extra: dict[str, Any] = {"env": {"CUDA_VISIBLE_DEVICES": ""}} if plan.hide_gpus and processes else {}
+    if not processes:  # in-process workers over tcp on loopback (inproc workers serve HTTP on every interface)
+        extra.update(protocol="tcp://")
     cluster = LocalCluster(
         n_workers=plan.n_workers, threads_per_worker=plan.threads_per_worker, memory_limit=plan.memory_limit,
-        processes=processes, dashboard_address=plan.dashboard_address, **extra,
+        processes=processes, dashboard_address=plan.dashboard_address, host=LOOPBACK_HOST, **extra,
     )
     log.info("started LocalCluster: %d worker(s) × %d thread(s)", plan.n_workers, plan.threads_per_worker)
     return cluster

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 from scipy import ndimage
 from sklearn.metrics import accuracy_score, jaccard_score, precision_recall_fscore_support
 from sklearn.metrics import confusion_matrix as sk_confusion
@@ -25,13 +25,14 @@ from semscale.analysis.metrics import (
 from semscale.errors import InputImageError, StoreError
 from semscale.kernels.norm import histogram, norm_from_histogram
 from semscale.store import create_store
+from tests.loopback import local_cluster
 
 CLASSES = ("pore", "NiO", "Ni", "YSZ")
 
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+    with local_cluster(n_workers=2, threads_per_worker=1, processes=False) as cluster, \
             Client(cluster) as c:
         yield c
 

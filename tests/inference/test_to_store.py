@@ -137,10 +137,12 @@ def test_models_by_name_in_the_store(tmp_path, tiny_unet_path):
 
 def test_models_load_once_per_worker_process(tmp_path, tiny_unet_path):
     """Real worker processes: each loads the model from its path once, however many blocks it runs."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from tests.loopback import local_cluster
 
     store, _ = make_store(tmp_path, shape=(128, 160), chunk=32)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+    with local_cluster(n_workers=2, threads_per_worker=1, processes=True) as cluster, \
             Client(cluster) as c:
         res = predict_to_store(store, "im", InferenceConfig(mode="tile"), models=[tiny_unet_path], model_name="m",
                                client=c)

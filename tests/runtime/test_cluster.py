@@ -14,6 +14,7 @@ import semscale.runtime.backend as backend
 import semscale.runtime.cluster as sc
 from semscale.config import ClusterConfig
 from semscale.errors import ConfigError, DependencyError
+from tests.loopback import local_cluster
 
 LOOPBACK = "127.0.0.1:0"
 
@@ -69,7 +70,7 @@ def test_get_client_uses_plan(monkeypatch):
     """Mocked GPUs without dask-cuda still start a CPU LocalCluster, for real."""
     monkeypatch.setattr(backend, "detect_gpus", lambda: 2)
     monkeypatch.setattr(backend, "dask_cuda_available", lambda: False)
-    with sc.get_client(ClusterConfig(n_workers=2, dashboard_address=None), processes=False) as client:
+    with sc.get_client(ClusterConfig(n_workers=2, dashboard_address=LOOPBACK), processes=False) as client:
         assert len(client.scheduler_info()["workers"]) == 2
         assert client.submit(lambda x: x + 1, 41).result() == 42
     assert client.status == "closed"
@@ -98,12 +99,18 @@ def test_dashboard_on_loopback_and_gpu_off_workers(monkeypatch, caplog):
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
 
 
-def test_dashboard_on_every_interface_when_asked():
-    from urllib.parse import urlparse
+def test_in_process_cluster_serves_on_loopback_only():
+    """Every server of a cluster get_client starts (scheduler, workers, dashboard) listens on 127.0.0.1."""
+    with sc.get_client(ClusterConfig(n_workers=2, dashboard_address=LOOPBACK), processes=False) as client:
+        assert client.submit(sum, [1, 2]).result() == 3
+        listening = {c.laddr.ip for c in psutil.Process().net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN}
+    assert listening == {"127.0.0.1"}
 
-    with sc.get_client(ClusterConfig(n_workers=1, dashboard_address=":0"), processes=False) as client:
-        port = urlparse(client.dashboard_link).port
-        assert port and _listening(port) - {"127.0.0.1"}
+
+def test_dashboard_on_every_interface_only_when_asked():
+    assert sc.plan_cluster(ClusterConfig(dashboard_address=":8787")).dashboard_address == ":8787"
+    assert sc.plan_cluster(ClusterConfig()).dashboard_address == "127.0.0.1:8787"
 
 
 def test_get_client_passes_devices_to_local_cuda_cluster(monkeypatch):
@@ -114,8 +121,8 @@ def test_get_client_passes_devices_to_local_cuda_cluster(monkeypatch):
 
     def fake_cuda_cluster(**kwargs: Any) -> LocalCluster:
         calls.append(kwargs)
-        return LocalCluster(n_workers=kwargs["n_workers"], threads_per_worker=1, processes=False,
-                            dashboard_address=kwargs["dashboard_address"])
+        return local_cluster(n_workers=kwargs["n_workers"], threads_per_worker=1, processes=False,
+                             dashboard_address=kwargs["dashboard_address"])
 
     monkeypatch.setitem(sys.modules, "dask_cuda", types.SimpleNamespace(LocalCUDACluster=fake_cuda_cluster))
     monkeypatch.setattr(backend, "detect_gpus", lambda: 1)
@@ -127,9 +134,8 @@ def test_get_client_passes_devices_to_local_cuda_cluster(monkeypatch):
 
 
 def test_get_client_connects_to_address(caplog):
-    from distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=LOOPBACK) as cluster:
+    with local_cluster(n_workers=1, threads_per_worker=1, processes=False) as cluster:
         with caplog.at_level(logging.INFO, logger="semscale.runtime.cluster"), \
                 sc.get_client(ClusterConfig(address=cluster.scheduler_address)) as c:
             assert c.submit(sum, [1, 2]).result() == 3

@@ -17,16 +17,16 @@ TINY = {
 
 
 def test_ensemble_members_are_dask_tasks_on_two_workers(train_store):
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     from semscale.store.models import format_models, list_models
     from semscale.training.ensemble import train_ensemble
     from semscale.training.unet import load_model
+    from tests.loopback import local_cluster
 
     store = train_store
     cfg = TrainingConfig(**TINY, name="ens", ensemble=2, epochs=1, steps_per_epoch=1, threads=1)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      host="127.0.0.1") as cluster, Client(cluster) as client:
+    with local_cluster(n_workers=2, threads_per_worker=1, processes=True) as cluster, Client(cluster) as client:
         sides = train_ensemble(store, cfg, client=client)
         worker_pids = set(client.run(os.getpid).values())
     assert [s["member"] for s in sides] == [0, 1]
