@@ -311,7 +311,8 @@ def _cmd_run(args: argparse.Namespace) -> Result:
 
 @_command("demo")
 def _cmd_demo(args: argparse.Namespace) -> Result:
-    from semscale.pipeline import run_campaign, write_demo_campaign
+    from semscale.pipeline import run_campaign
+    from semscale.synth.demo import write_demo_campaign
 
     config = apply_overrides(write_demo_campaign(args.out, size=args.size, seed=args.seed), args)
     log.info("demo campaign: %s", config.source)

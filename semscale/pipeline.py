@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from semscale.config import CampaignConfig, InferenceConfig
 from semscale.errors import ConfigError, StoreError
-from semscale.synth.demo import write_demo_campaign
 
 if TYPE_CHECKING:
     from semscale.store.layout import CampaignStore
@@ -24,7 +23,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "STAGES", "evaluate", "evaluate_campaign", "label", "models", "predict", "run_campaign", "segment_file",
-    "stored_config", "train", "write_demo_campaign",
+    "stored_config", "train",
 ]
 
 STAGES = ("ingest", "label", "train", "predict", "evaluate", "stats")

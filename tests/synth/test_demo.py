@@ -25,9 +25,13 @@ def test_write_demo_campaign_and_reuse(tmp_path: Path) -> None:
     assert [e.id for e in again.images] == [e.id for e in config.images]
 
 
-def test_demo_still_importable_from_the_pipeline() -> None:
-    import semscale.pipeline
+def test_demo_lives_in_synth_and_the_pipeline_does_not_load_the_simulator() -> None:
+    import subprocess
+    import sys
+
     import semscale.synth
 
-    assert semscale.pipeline.write_demo_campaign is write_demo_campaign
     assert semscale.synth.write_demo_campaign is write_demo_campaign
+    code = "import sys, semscale.pipeline; print('semscale.synth' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
