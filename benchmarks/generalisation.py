@@ -1,0 +1,260 @@
+"""The generalisation protocol (issue 14): do the U-Net's labels hold on images it never saw?
+
+Usage::
+
+    python benchmarks/generalisation.py [--setting default|coarse-noisy|overlap] [--size 512]
+        [--times 0 2 5 10 20 30 120] [--eds-times 0 10 120] [--seed 0] [--epochs 16] [--steps 40]
+        [--filters 8 16 32 64] [--patch 128] [--batch 8] [--lr 2e-3] [--workers 1]
+        [--workdir DIR] [--out result.json]
+
+Simulates a campaign with the chosen simulator setting (``default``: the calibration; the others are the
+evaluation-only settings of :mod:`semscale.synth.evaluation`, which no training uses): one image per
+oxidation time, EDS maps only on the ``--eds-times`` images (``role: train``); the EDS maps of the other
+images are never written (``role: predict``). Then ``semscale.run_campaign`` ingests, labels the EDS images
+(EDS-guided targets), trains the U-Net on those targets and predicts every image. Scores against the exact
+truth, per oxidation time: accuracy, mean IoU and the NiO-fraction absolute error (percentage points) of
+
+* (a) the EDS-guided targets, on the EDS images;
+* (b) the U-Net, on the images it never saw (role predict, no EDS) — and, for reference, on its own
+  training images (kept apart, never pooled with (b)).
+
+Totals pool the confusion matrices (pixel-weighted accuracy / mean IoU); the NiO MAE is the mean of the
+per-image absolute errors. The training schedule defaults to the demo's (``semscale demo``); the options
+override ``config.training`` with ``dataclasses.replace``. JSON goes to stdout (or ``--out``), a markdown
+table to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("generalisation")
+
+DEFAULT_TIMES = (0.0, 2.0, 5.0, 10.0, 20.0, 30.0, 120.0)
+DEFAULT_EDS_TIMES = (0.0, 10.0, 120.0)
+_DROPOUT = (0.0, 0.1, 0.1, 0.2, 0.3, 0.3)  # per U-Net level (the demo's for 4 levels), deeper levels 0.3
+GROUPS = ("targets_on_eds", "unet_on_unseen", "unet_on_eds")
+"""Totals: (a) targets on the EDS images, (b) U-Net on never-seen images, and U-Net on its training images."""
+
+
+def sim_params(setting: str) -> Any:
+    """The simulator constants of ``setting`` (``default`` or an evaluation setting)."""
+    from semscale.synth.evaluation import evaluation_params
+    from semscale.synth.params import DEFAULT_PARAMS
+
+    return DEFAULT_PARAMS if setting == "default" else evaluation_params(setting)
+
+
+def write_protocol_campaign(out: Path, *, setting: str, size: int, times: Sequence[float],
+                            eds_times: Sequence[float], seed: int) -> Path:
+    """Simulate one image per time and write the campaign; only the ``eds_times`` images keep EDS maps.
+
+    Every image is simulated with EDS (the SEM and truth do not depend on it: separate random streams);
+    the EDS files of the other images are deleted and their entries get ``role: predict``.
+    """
+    import yaml
+
+    from semscale.synth import write_campaign
+    from semscale.synth.demo import DEMO_TRAINING
+
+    missing = sorted(set(map(float, eds_times)) - set(map(float, times)))
+    if missing:
+        raise SystemExit(f"--eds-times {missing} are not among --times {list(times)}")
+    path = write_campaign(out, n_images=len(times), shape=(size, size), times=times, seed=seed,
+                          n_eds=len(times), name=f"generalisation-{setting}", params=sim_params(setting))
+    data = yaml.safe_load(path.read_text())
+    keep = set(map(float, eds_times))
+    for entry in data["images"]:
+        if float(entry["oxidation_min"]) not in keep:
+            for rel in entry.pop("eds").values():
+                (out / rel).unlink()
+            entry["role"] = "predict"
+    data["training"] = {"name": "unet", **DEMO_TRAINING, "seed": seed}
+    data["inference"] = {"mode": "tile"}
+    data["ingest"] = {"chunk_size": 256}
+    data["cluster"] = {"dashboard_address": None}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def configure(path: Path, args: argparse.Namespace) -> Any:
+    """Load the campaign config and apply the training / cluster overrides with ``dataclasses.replace``."""
+    import semscale
+
+    cfg = semscale.load_config(path)
+    over: dict[str, Any] = {}
+    if args.filters:
+        over["filters"] = tuple(args.filters)
+        over["dropout"] = tuple(_DROPOUT[min(i, len(_DROPOUT) - 1)] for i in range(len(args.filters)))
+    for opt, name in (("epochs", "epochs"), ("steps", "steps_per_epoch"), ("patch", "patch_size"),
+                      ("batch", "batch_size"), ("lr", "learning_rate")):
+        if getattr(args, opt) is not None:
+            over[name] = getattr(args, opt)
+    training = dataclasses.replace(cfg.training, **over)
+    inference = dataclasses.replace(cfg.inference, patch_size=training.patch_size)
+    cluster = dataclasses.replace(cfg.cluster, n_workers=args.workers, threads_per_worker=1)
+    return dataclasses.replace(cfg, training=training, inference=inference, cluster=cluster)
+
+
+def nio_fraction(labels: np.ndarray) -> float:
+    """Share of NiO among the labelled pixels (255 = unlabelled is left out)."""
+    from semscale import IGNORE_LABEL
+    from semscale.synth.params import NIO
+
+    labelled = labels != IGNORE_LABEL
+    return float((labels[labelled] == NIO).sum() / max(1, int(labelled.sum())))
+
+
+def score_labels(truth: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, mean IoU, per-class IoU and NiO fractions of ``labels`` against ``truth``."""
+    from semscale.analysis.metrics import score
+
+    s = score(truth, labels, classes=classes)
+    f_true, f_pred = nio_fraction(truth), nio_fraction(labels)
+    return {"accuracy": s["accuracy"], "mean_iou": s["mean_iou"],
+            "iou": {c: v["iou"] for c, v in s["per_class"].items()},
+            "nio_fraction_truth": f_true, "nio_fraction": f_pred,
+            "nio_abs_error_pt": 100.0 * abs(f_pred - f_true), "confusion": s["confusion"]}
+
+
+def score_store(cfg: Any) -> list[dict[str, Any]]:
+    """One row per image (sorted by time): its role, whether it has EDS, and the scores of its target
+    and of the U-Net's prediction against the truth."""
+    import semscale
+
+    store = semscale.open_store(cfg.store, mode="r")
+    rows = []
+    for entry in sorted(cfg.images, key=lambda e: float(e.oxidation_min)):
+        truth = np.asarray(store.labels(entry.id, "truth"))
+        row: dict[str, Any] = {"id": entry.id, "time_min": float(entry.oxidation_min),
+                               "role": entry.role, "eds": bool(entry.has_eds), "targets": None}
+        if entry.has_eds:
+            row["targets"] = score_labels(truth, np.asarray(store.labels(entry.id, "target")),
+                                          cfg.classes)
+        pred = np.asarray(store.predictions(cfg.model_name, entry.id)["labels"])
+        row["unet"] = score_labels(truth, pred, cfg.classes)
+        rows.append(row)
+    return rows
+
+
+def pooled(scores: Sequence[dict[str, Any]], classes: Sequence[str]) -> dict[str, Any] | None:
+    """Pixel-weighted accuracy / mean IoU over the summed confusions, and the per-image NiO MAE."""
+    from semscale.analysis.metrics import scores_from_confusion
+
+    if not scores:
+        return None
+    cm = np.sum([np.asarray(s["confusion"], np.int64) for s in scores], axis=0)
+    s = scores_from_confusion(cm, classes=classes)
+    return {"n_images": len(scores), "accuracy": s["accuracy"], "mean_iou": s["mean_iou"],
+            "nio_mae_pt": float(np.mean([x["nio_abs_error_pt"] for x in scores]))}
+
+
+def totals(rows: Sequence[dict[str, Any]], classes: Sequence[str]) -> dict[str, Any]:
+    """The three groups of :data:`GROUPS`; an image is in exactly one of the two U-Net groups."""
+    unseen = [r for r in rows if r["role"] == "predict" and not r["eds"]]
+    seen = [r for r in rows if r["role"] == "train"]
+    return {"targets_on_eds": pooled([r["targets"] for r in rows if r["eds"]], classes),
+            "unet_on_unseen": pooled([r["unet"] for r in unseen], classes),
+            "unet_on_eds": pooled([r["unet"] for r in seen], classes),
+            "unseen_ids": [r["id"] for r in unseen], "eds_ids": [r["id"] for r in rows if r["eds"]]}
+
+
+def _cells(s: dict[str, Any] | None, nio_key: str = "nio_abs_error_pt") -> str:
+    if s is None:
+        return "– | – | –"
+    return f"{100 * s['accuracy']:.2f} % | {100 * s['mean_iou']:.1f} % | {s[nio_key]:.2f} pt"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """Per-time table and totals as markdown."""
+    head = ("| time (min) | image | seen by training | targets: acc · mIoU · NiO err | "
+            "U-Net: acc · mIoU · NiO err |\n|---|---|---|---|---|")
+    lines = [f"setting `{result['setting']}`, {result['size']}² px", "", head]
+    for r in result["rows"]:
+        seen = "yes (EDS, target)" if r["role"] == "train" else "no"
+        lines.append(f"| {r['time_min']:g} | {r['id']} | {seen} | "
+                     f"{_cells(r['targets']).replace(' | ', ' · ')} | {_cells(r['unet']).replace(' | ', ' · ')} |")
+    lines += ["", "| labels vs truth | images | accuracy | mean IoU | NiO-fraction MAE |", "|---|---|---|---|---|"]
+    names = {"targets_on_eds": "(a) EDS-guided targets, EDS images",
+             "unet_on_unseen": "(b) U-Net, images never seen", "unet_on_eds": "U-Net, its own training images"}
+    for key in GROUPS:
+        s = result["totals"][key]
+        lines.append(f"| {names[key]} | {s['n_images'] if s else 0} | {_cells(s, 'nio_mae_pt')} |")
+    timing = result["seconds"]
+    lines.append(f"\nsimulate {timing['simulate']:.0f} s, run_campaign {timing['run_campaign']:.0f} s")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    from semscale.synth.evaluation import EVALUATION_SETTINGS
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--setting", default="default", choices=["default", *EVALUATION_SETTINGS])
+    p.add_argument("--size", type=int, default=512, help="image edge (px)")
+    p.add_argument("--times", type=float, nargs="+", default=list(DEFAULT_TIMES))
+    p.add_argument("--eds-times", type=float, nargs="+", default=list(DEFAULT_EDS_TIMES))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--steps", type=int, help="steps per epoch")
+    p.add_argument("--filters", type=int, nargs="+")
+    p.add_argument("--patch", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--workers", type=int, default=1, help="local Dask workers (labelling, prediction)")
+    p.add_argument("--workdir", type=Path, help="campaign folder (default: a temporary one, deleted)")
+    p.add_argument("--out", type=Path, help="write the JSON here instead of stdout")
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Simulate, run the campaign, score; the JSON-ready result."""
+    import semscale
+
+    t0 = time.perf_counter()
+    path = write_protocol_campaign(workdir, setting=args.setting, size=args.size, times=args.times,
+                                   eds_times=args.eds_times, seed=args.seed)
+    cfg = configure(path, args)
+    t1 = time.perf_counter()
+    semscale.run_campaign(cfg, stages=("ingest", "label", "train", "predict"))
+    t2 = time.perf_counter()
+    rows = score_store(cfg)
+    tc = cfg.training
+    return {"setting": args.setting, "size": args.size, "times": list(args.times),
+            "eds_times": list(args.eds_times), "seed": args.seed, "store": str(cfg.store),
+            "training": {"filters": list(tc.filters), "patch_size": tc.patch_size, "batch_size": tc.batch_size,
+                         "epochs": tc.epochs, "steps_per_epoch": tc.steps_per_epoch,
+                         "learning_rate": tc.learning_rate},
+            "rows": rows, "totals": totals(rows, cfg.classes),
+            "seconds": {"simulate": t1 - t0, "run_campaign": t2 - t1}}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
+    args = parse_args(argv)
+    if args.workdir is not None:
+        result = run(args, args.workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="semscale-generalisation-") as tmp:
+            result = run(args, Path(tmp))
+    text = json.dumps(result, indent=1)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+    sys.stderr.write(markdown(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
