@@ -83,7 +83,7 @@ def write_protocol_campaign(out: Path, *, setting: str, size: int, times: Sequen
     data["training"] = {"name": "unet", **DEMO_TRAINING, "seed": seed}
     data["inference"] = {"mode": "tile"}
     data["ingest"] = {"chunk_size": 256}
-    data["cluster"] = {"dashboard_address": None}
+    data["cluster"] = {"dashboard_address": "127.0.0.1:0"}  # a free loopback port: runs never collide
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
