@@ -18,7 +18,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from semscale.inference.members import (
 from semscale.kernels.blending import Core
 from semscale.kernels.windows import Geometry, count_evaluations
 from semscale.store.blockwise import BlockGrid, DoneMarkers, compute_blocks, settings_hash
+from semscale.store.nodes import attrs_of
 
 if TYPE_CHECKING:
     from semscale.store.layout import CampaignStore
@@ -95,11 +96,6 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def _attrs(group: Any) -> dict[str, Any]:
-    value = group.attrs.get("semscale", {})
-    return dict(value) if isinstance(value, Mapping) else {}
-
-
 def _block_grid(store: CampaignStore, image_id: str, cfg: InferenceConfig) -> BlockGrid:
     sem = store.sem_array(image_id)
     shape, chunks = (int(sem.shape[0]), int(sem.shape[1])), (int(sem.chunks[0]), int(sem.chunks[1]))
@@ -127,7 +123,7 @@ def _prepare(
     """The prediction group ready for blocks: outputs (re)created unless they hold these settings."""
     token = settings_hash(params)
     g = store.prediction_group(name, image_id, create=True)
-    old = _attrs(g)
+    old = attrs_of(g)
     if overwrite or old.get("params") != params or "labels" not in g:
         if old.get("params") not in (None, params) and not overwrite:
             log.warning("settings changed for %s/%s; recomputing all blocks", name, image_id)
@@ -233,6 +229,6 @@ def _summary(
         "mpx_per_s": h * w / 1e6 / seconds if computed else None,
     }
     g = store.prediction_group(name, image_id)
-    g.attrs["semscale"] = {**_attrs(g), "complete": True, "summary": _jsonable(summary)}
+    g.attrs["semscale"] = {**attrs_of(g), "complete": True, "summary": _jsonable(summary)}
     log.info("%s/%s: %d of %d blocks computed in %.1f s", name, image_id, computed, n_blocks, seconds)
     return summary

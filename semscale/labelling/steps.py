@@ -29,6 +29,7 @@ import zarr
 
 from semscale import IGNORE_LABEL
 from semscale.errors import StoreError
+from semscale.kernels.windows import read_symmetric
 from semscale.labelling._common import block_range, ensure_min_chunk
 from semscale.labelling.features import FeatureParams, feature_block, feature_halo
 from semscale.labelling.forest import predict_block
@@ -106,11 +107,8 @@ def labelling_grid(sem_chunks: Sequence[Sequence[int]], sigmas: Sequence[float])
 def read_window(array: zarr.Array, region: tuple[slice, slice], halo: int) -> np.ndarray:
     """``array[region]`` with ``halo`` px of context on each side, mirrored beyond the image edge (numpy
     ``symmetric`` padding, as dask's ``reflect`` boundary)."""
-    lo = [max(s.start - halo, 0) for s in region]
-    hi = [min(s.stop + halo, n) for s, n in zip(region, array.shape)]
-    block = np.asarray(array[lo[0] : hi[0], lo[1] : hi[1]])
-    pads = [(lo[k] - (s.start - halo), s.stop + halo - hi[k]) for k, s in enumerate(region)]
-    return np.pad(block, pads, mode="symmetric") if any(a or b for a, b in pads) else block
+    rows, cols = ((s.start - halo, s.stop + halo) for s in region)
+    return read_symmetric(array, rows, cols)
 
 
 def array(group: zarr.Group, name: str) -> zarr.Array:
