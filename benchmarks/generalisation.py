@@ -5,7 +5,7 @@ Usage::
     python benchmarks/generalisation.py [--setting default|coarse-noisy|overlap] [--size 512]
         [--times 0 2 5 10 20 30 120] [--eds-times 0 10 120] [--seed 0] [--epochs 16] [--steps 40]
         [--filters 8 16 32 64] [--patch 128] [--batch 8] [--lr 2e-3] [--workers 1]
-        [--workdir DIR] [--out result.json]
+        [--recipe paper|cpu] [--set KEY=VALUE ...] [--tta] [--workdir DIR [--reuse]] [--out result.json]
 
 Simulates a campaign with the chosen simulator setting (``default``: the calibration; the others are the
 evaluation-only settings of :mod:`semscale.synth.evaluation`, which no training uses): one image per
@@ -57,11 +57,14 @@ def sim_params(setting: str) -> Any:
 
 
 def write_protocol_campaign(out: Path, *, setting: str, size: int, times: Sequence[float],
-                            eds_times: Sequence[float], seed: int) -> Path:
+                            eds_times: Sequence[float], seed: int, training: dict[str, Any] | None = None,
+                            inference: dict[str, Any] | None = None) -> Path:
     """Simulate one image per time and write the campaign; only the ``eds_times`` images keep EDS maps.
 
     Every image is simulated with EDS (the SEM and truth do not depend on it: separate random streams);
-    the EDS files of the other images are deleted and their entries get ``role: predict``.
+    the EDS files of the other images are deleted and their entries get ``role: predict``. ``training``
+    (default: the demo's schedule) and ``inference`` are written into the config as a user would write them
+    (e.g. ``{"recipe": "cpu", "budget_min": 30}``).
     """
     import yaml
 
@@ -80,10 +83,22 @@ def write_protocol_campaign(out: Path, *, setting: str, size: int, times: Sequen
             for rel in entry.pop("eds").values():
                 (out / rel).unlink()
             entry["role"] = "predict"
-    data["training"] = {"name": "unet", **DEMO_TRAINING, "seed": seed}
-    data["inference"] = {"mode": "tile"}
+    data["training"] = {"name": "unet", "seed": seed, **(DEMO_TRAINING if training is None else training)}
+    data["inference"] = {"mode": "tile", **(inference or {})}
     data["ingest"] = {"chunk_size": 256}
     data["cluster"] = {"dashboard_address": "127.0.0.1:0"}  # a free loopback port: runs never collide
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def reuse_campaign(workdir: Path, *, inference: dict[str, Any] | None) -> Path:
+    """The campaign already simulated in ``workdir``, with its inference section replaced: finished stages
+    (ingest, labels, the trained model) are kept, and the prediction reruns only if its settings changed."""
+    import yaml
+
+    path = workdir / "campaign.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["inference"] = {"mode": "tile", **(inference or {})}
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
@@ -192,7 +207,8 @@ def markdown(result: dict[str, Any]) -> str:
         s = result["totals"][key]
         lines.append(f"| {names[key]} | {s['n_images'] if s else 0} | {_cells(s, 'nio_mae_pt')} |")
     timing = result["seconds"]
-    lines.append(f"\nsimulate {timing['simulate']:.0f} s, run_campaign {timing['run_campaign']:.0f} s")
+    stages = ", ".join(f"{k} {timing[k]:.0f} s" for k in ("label", "train", "predict") if k in timing)
+    lines.append(f"\nsimulate {timing['simulate']:.0f} s, run_campaign {timing['run_campaign']:.0f} s ({stages})")
     return "\n".join(lines)
 
 
@@ -211,6 +227,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--patch", type=int)
     p.add_argument("--batch", type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--recipe", choices=["paper", "cpu"],
+                   help="write `training: {recipe: R}` instead of the demo's schedule (with --set on top)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="a training key written into the config (YAML value), e.g. budget_min=30; repeatable")
+    p.add_argument("--tta", action="store_true", help="inference with test-time augmentation (8 dihedral maps)")
+    p.add_argument("--reuse", action="store_true",
+                   help="with --workdir: keep the campaign simulated, labelled and trained there (e.g. to score "
+                        "--tta on the same model)")
     p.add_argument("--workers", type=int, default=1, help="local Dask workers (labelling, prediction)")
     p.add_argument("--workdir", type=Path, help="campaign folder (default: a temporary one, deleted)")
     p.add_argument("--out", type=Path, help="write the JSON here instead of stdout")
@@ -222,21 +246,41 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     import semscale
 
     t0 = time.perf_counter()
-    path = write_protocol_campaign(workdir, setting=args.setting, size=args.size, times=args.times,
-                                   eds_times=args.eds_times, seed=args.seed)
+    training = None
+    if args.recipe is not None or args.sets:
+        training = {"recipe": args.recipe or "paper", **dict(_key_value(s) for s in args.sets)}
+    inference = {"tta": True} if args.tta else None
+    if args.reuse and (workdir / "campaign.yaml").is_file():
+        path = reuse_campaign(workdir, inference=inference)
+    else:
+        path = write_protocol_campaign(workdir, setting=args.setting, size=args.size, times=args.times,
+                                       eds_times=args.eds_times, seed=args.seed, training=training,
+                                       inference=inference)
     cfg = configure(path, args)
     t1 = time.perf_counter()
-    semscale.run_campaign(cfg, stages=("ingest", "label", "train", "predict"))
+    summary = semscale.run_campaign(cfg, stages=("ingest", "label", "train", "predict"))
     t2 = time.perf_counter()
     rows = score_store(cfg)
-    tc = cfg.training
+    from semscale.pipeline import models
+
+    store = semscale.open_store(cfg.store, mode="r")
+    members = [m for model in models(store, name=cfg.training.name) for m in model["members"]]
     return {"setting": args.setting, "size": args.size, "times": list(args.times),
             "eds_times": list(args.eds_times), "seed": args.seed, "store": str(cfg.store),
-            "training": {"filters": list(tc.filters), "patch_size": tc.patch_size, "batch_size": tc.batch_size,
-                         "epochs": tc.epochs, "steps_per_epoch": tc.steps_per_epoch,
-                         "learning_rate": tc.learning_rate},
+            "config_training": training, "training": dataclasses.asdict(cfg.training),
+            "inference": dataclasses.asdict(cfg.inference), "members": members,
             "rows": rows, "totals": totals(rows, cfg.classes),
-            "seconds": {"simulate": t1 - t0, "run_campaign": t2 - t1}}
+            "seconds": {"simulate": t1 - t0, "run_campaign": t2 - t1, **summary["stage_seconds"]}}
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with the value read as YAML (``budget_min=30`` → 30, ``filters=[8, 16]`` → a list)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--set expects KEY=VALUE, got {text!r}")
+    return key.strip(), yaml.safe_load(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

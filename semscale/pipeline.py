@@ -161,7 +161,8 @@ def run_campaign(
     client: Any = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Run ``stages`` of the campaign in pipeline order; returns a summary of each stage.
+    """Run ``stages`` of the campaign in pipeline order; returns a summary of each stage, its wall time in
+    ``stage_seconds`` (``cluster``: starting the local cluster) and the total in ``seconds``.
 
     Options come from ``config`` alone (override them with ``dataclasses.replace`` on its sections);
     without ``client`` a cluster is started from ``config.cluster`` for labelling and prediction.
@@ -172,27 +173,42 @@ def run_campaign(
     if unknown:
         raise ConfigError(f"Expected stages among {', '.join(STAGES)}. Got {', '.join(map(str, unknown))}.")
     summary: dict[str, Any] = {}
-    t0 = time.perf_counter()
+    seconds: dict[str, float] = {}
+    t0 = t_stage = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal t_stage
+        now = time.perf_counter()
+        seconds[stage], t_stage = now - t_stage, now
+
     store = ingest_campaign(config) if "ingest" in stages else _open(config)
     summary["ingest"] = {"images": store.image_ids()}
+    lap("ingest")
     with _maybe_client(config, client) as dask_client:
+        lap("cluster")
         if "label" in stages:
             summary["label"] = label(config, store, overwrite=overwrite, client=dask_client)
+            lap("label")
         if "train" in stages:
             # Members train in this process (one after another on CPU) unless the caller passed a cluster,
             # so TensorFlow does not compete with the labelling/prediction workers for the cores.
             sidecars = train(config, store, client=client)
             summary["train"] = [{k: s.get(k) for k in ("member", "val_accuracy", "val_mean_iou", "path")}
                                 for s in sidecars]
+            lap("train")
         if "predict" in stages:
             summary["predict"] = predict(config, store, client=dask_client, overwrite=overwrite)
+            lap("predict")
     if "evaluate" in stages:
         summary["evaluate"] = evaluate_campaign(config, store)
+        lap("evaluate")
     if "stats" in stages and config.model_name in store.prediction_models():
         from semscale.analysis.stats import campaign_stats, write_stats
 
         ds = campaign_stats(store, model=config.model_name)
         summary["stats"] = write_stats(store, ds)
+        lap("stats")
+    summary["stage_seconds"] = seconds
     summary["seconds"] = time.perf_counter() - t0
     return summary
 

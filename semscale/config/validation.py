@@ -130,7 +130,10 @@ def _build_section(cls: type, data: Any, key: str) -> Any:
     if unknown:
         raise _FieldError(f"{key}.{unknown[0]}", f"unknown key (known keys: {', '.join(sorted(fields))})")
     kwargs = {name: _coerce(value, hints[name], f"{key}.{name}") for name, value in data.items()}
+    from_recipe = getattr(cls, "from_recipe", None)
     try:
+        if from_recipe is not None and "recipe" in kwargs:
+            return from_recipe(**kwargs)  # the recipe's defaults under the keys given
         return cls(**kwargs)
     except _FieldError:
         raise

@@ -97,6 +97,8 @@ def _member_rows(store: CampaignStore, name: str) -> list[dict[str, Any]]:
             "val_mean_iou": side.get("val_mean_iou"),
             "best_epoch": side.get("best_epoch"),
             "epochs_trained": side.get("epochs_trained"),
+            "stopped": side.get("stopped"),
+            "train_minutes": side.get("training", {}).get("train_minutes"),
             "seed": side.get("member_seed", side.get("seed")),
             "sidecar": side,
         })
@@ -115,7 +117,8 @@ def list_models(store: CampaignStore) -> list[dict[str, Any]]:
     One dict per model: ``name``, ``n_members``, mean ``val_accuracy`` / ``val_mean_iou`` over members,
     ``patch_size``, ``label_source``, ``filters``, ``train_images``, ``in_progress`` (members with a
     checkpoint but no exported model yet) and ``members`` (one dict each: ``member``, ``path``,
-    ``val_accuracy``, ``val_mean_iou``, ``best_epoch``, ``epochs_trained``, ``seed``).
+    ``val_accuracy``, ``val_mean_iou``, ``best_epoch``, ``epochs_trained``, ``stopped`` (why training ended
+    early: ``budget``, ``patience``, or None), ``train_minutes``, ``seed``).
     """
     out = []
     for name in store.model_names():

@@ -61,7 +61,7 @@ class MemberRun:
     """The :class:`~semscale.training.dataset.PatchDataset` (a ``keras.utils.PyDataset``)."""
     gpu: bool
     policy: str
-    """Keras dtype policy of the training: ``mixed_float16`` or ``float32``."""
+    """Keras dtype policy of the training: ``mixed_float16`` (GPU), ``mixed_bfloat16`` (CPU) or ``float32``."""
     fingerprint: dict[str, Any]
     """The settings a checkpoint or an exported member must match to be resumed or kept."""
 
@@ -152,7 +152,7 @@ def plan_member(store: CampaignStore, cfg: TrainingConfig, *, member: int,
     return MemberRun(
         store=store, cfg=cfg, member=int(member), seed=int(cfg.seed) + int(member),
         label=f"{cfg.name}/member_{member}", classes=list(store.classes), paths=paths, split=split,
-        dataset=dataset, gpu=gpu, policy="mixed_float16" if mixed else "float32",
+        dataset=dataset, gpu=gpu, policy=("mixed_float16" if gpu else "mixed_bfloat16") if mixed else "float32",
         fingerprint=_fingerprint(cfg, member, split, dataset),
     )
 
@@ -170,8 +170,17 @@ def _fingerprint(cfg: TrainingConfig, member: int, split: TileSplit, dataset: An
         "rare_fraction": float(cfg.rare_fraction), "ignore_boundary_px": float(cfg.ignore_boundary_px),
         "monitor": cfg.monitor,
     }
-    if cfg.rare_threshold is not None:  # only when set, so members trained before the option stay valid
+    # Options recorded only when set, so members trained before they existed stay valid.
+    if cfg.rare_threshold is not None:
         fingerprint["rare_threshold"] = float(cfg.rare_threshold)
+    if cfg.lr_schedule != "constant":
+        fingerprint["lr_schedule"] = cfg.lr_schedule
+    if cfg.init_weights is not None:
+        from semscale.training.pretrain import init_weights_path
+        from semscale.training.unet import content_hash
+
+        fingerprint["init_weights"] = {"name": cfg.init_weights,
+                                       "sha256": content_hash(init_weights_path(cfg.init_weights))}
     return dict(json.loads(json.dumps(fingerprint, default=jsonable)))
 
 
@@ -196,6 +205,8 @@ def train_member(
     """
     import keras
 
+    from semscale.training.schedule import Schedule, stop_reason
+
     _set_threads(cfg.threads)
     run = plan_member(store, cfg, member=member, image_ids=image_ids)
     done = _finished(run) if resume else None
@@ -208,20 +219,32 @@ def train_member(
         keras.utils.set_random_seed(run.seed + 7919 * start.epoch)
     run.dataset.set_epoch(start.epoch)
     monitor = _monitor(run, start)
+    schedule = Schedule(cfg, monitor, label=run.label)
+    # A run killed between its last epoch and the export stops where it stopped.
+    schedule.stopped = stop_reason(cfg, history=start.history, best_epoch=(start.best or {}).get("epoch"))
     t0 = time.perf_counter()
-    if start.epoch < cfg.epochs:
+    if start.epoch < cfg.epochs and schedule.stopped is None:
         start.model.fit(run.dataset, epochs=cfg.epochs, initial_epoch=start.epoch, verbose=cfg.verbose,
-                        callbacks=[monitor, *callbacks])
+                        callbacks=[monitor, schedule, *callbacks])
     return _export(run, history=monitor.history, best=monitor.best, monitor=monitor.monitor,
-                   seconds=time.perf_counter() - t0)
+                   seconds=time.perf_counter() - t0, stopped=schedule.stopped)
 
 
 def _finished(run: MemberRun) -> dict[str, Any] | None:
     """The sidecar of an exported member with the same settings and enough epochs, else None."""
+    from semscale.training.schedule import stop_reason
+
     paths = run.paths
     if paths["model"].is_file() and paths["sidecar"].is_file():
         side = json.loads(paths["sidecar"].read_text())
-        if side.get("fingerprint") == run.fingerprint and side.get("epochs_trained", 0) >= run.cfg.epochs:
+        if side.get("fingerprint") != run.fingerprint:
+            return None
+        done = side.get("epochs_trained", 0) >= run.cfg.epochs
+        if not done and side.get("stopped") and paths["history"].is_file():
+            # Stopped early (budget, patience): done unless the budget or patience now asks for more.
+            history = json.loads(paths["history"].read_text())
+            done = stop_reason(run.cfg, history=history, best_epoch=side.get("best_epoch")) is not None
+        if done:
             log.info("%s already trained (%d epochs); skipping", run.label, side["epochs_trained"])
             return dict(side)
     return None
@@ -242,7 +265,7 @@ def _restore(run: MemberRun) -> _Start | None:
             f"settings. Got differences in {changed}. Train with `resume=False` (CLI: --fresh) to "
             "start over, or use another model name."
         )
-    if run.policy == "float32":
+    if run.policy != "mixed_float16":  # float16's loss-scale wrapper is the one thing Keras does not restore
         model = keras.saving.load_model(paths["last"], compile=True, safe_mode=True)
         if run.cfg.jit_compile != "auto":
             model.jit_compile = run.cfg.jit_compile
@@ -265,6 +288,10 @@ def _fresh_model(run: MemberRun) -> Any:
         run.paths[key].unlink(missing_ok=True)
     keras.utils.set_random_seed(run.seed)
     model = _build(run.cfg, len(run.classes), run.seed, run.policy)
+    if run.cfg.init_weights is not None:
+        from semscale.training.pretrain import load_init_weights
+
+        log.info("%s starts from the weights of %s", run.label, load_init_weights(model, run.cfg.init_weights))
     _compile(model, run.cfg)
     return model
 
@@ -296,7 +323,7 @@ def _monitor(run: MemberRun, start: _Start) -> Any:
 
 
 def _export(run: MemberRun, *, history: list[dict[str, Any]], best: dict[str, Any] | None, monitor: str,
-            seconds: float) -> dict[str, Any]:
+            seconds: float, stopped: str | None) -> dict[str, Any]:
     """Save the best weights as a float32 model (portable to CPU inference) with its sidecar; return it."""
     from semscale.training.unet import save_model
 
@@ -305,7 +332,8 @@ def _export(run: MemberRun, *, history: list[dict[str, Any]], best: dict[str, An
     final.load_weights(paths["best"] if paths["best"].is_file() else paths["last"])
     best_row = next((r for r in history if best and r["epoch"] == best["epoch"]), history[-1])
     metrics = {k: v for k, v in best_row.items() if k.startswith("val_") or k == "loss"}
-    sidecar = _sidecar(run, history=history, best=best, monitor=monitor, metrics=metrics, seconds=seconds)
+    sidecar = _sidecar(run, history=history, best=best, monitor=monitor, metrics=metrics, seconds=seconds,
+                       stopped=stopped)
     save_model(final, paths["model"], sidecar=sidecar)
     log.info("%s done: best epoch %s, %s", run.label, sidecar["best_epoch"],
              ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
@@ -313,8 +341,10 @@ def _export(run: MemberRun, *, history: list[dict[str, Any]], best: dict[str, An
 
 
 def _sidecar(run: MemberRun, *, history: list[dict[str, Any]], best: dict[str, Any] | None, monitor: str,
-             metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
+             metrics: dict[str, Any], seconds: float, stopped: str | None) -> dict[str, Any]:
     import keras
+
+    from semscale.training.schedule import elapsed_seconds
 
     cfg, paths = run.cfg, run.paths
     return {
@@ -327,7 +357,9 @@ def _sidecar(run: MemberRun, *, history: list[dict[str, Any]], best: dict[str, A
         "member_seed": run.seed,
         "training": {
             "batch_size": cfg.batch_size, "epochs": cfg.epochs, "steps_per_epoch": run.dataset.steps_per_epoch,
-            "learning_rate": float(cfg.learning_rate), "optimizer": "adam",
+            "learning_rate": float(cfg.learning_rate), "lr_schedule": cfg.lr_schedule, "optimizer": "adam",
+            "budget_min": cfg.budget_min, "patience": cfg.patience,
+            "train_minutes": round(elapsed_seconds(history) / 60.0, 2),
             "loss": "sparse categorical cross-entropy, label 255 ignored", "monitor": monitor,
             "mixed_precision": run.policy, "device": "GPU" if run.gpu else "CPU",
             "keras_backend": keras.backend.backend(), "train_seconds_this_run": round(seconds, 1),
@@ -341,6 +373,7 @@ def _sidecar(run: MemberRun, *, history: list[dict[str, Any]], best: dict[str, A
         "val_mean_iou": metrics.get("val_mean_iou"),
         "best_epoch": best["epoch"] if best else len(history),
         "epochs_trained": len(history),
+        "stopped": stopped,
         "history": str(paths["history"].relative_to(paths["model"].parent)),
         "fingerprint": run.fingerprint,
         "semscale_version": __version__,

@@ -194,3 +194,28 @@ def test_choices_come_from_the_literal_types() -> None:
     assert choices(TrainingConfig, "split") == ("tiles", "images")
     with pytest.raises(TypeError, match="Literal"):
         choices(TrainingConfig, "epochs")
+
+
+def test_training_recipe_sets_defaults_under_the_keys_given(campaign_dir: Path) -> None:
+    from semscale.config.sections import TRAINING_RECIPES
+
+    data = _base()
+    data["training"] = {"recipe": "cpu", "budget_min": 12, "batch_size": 16}
+    cfg = load_config(_write(campaign_dir, data))
+    cpu = TRAINING_RECIPES["cpu"]
+    assert cfg.training.recipe == "cpu" and cfg.training.budget_min == 12.0 and cfg.training.batch_size == 16
+    for key, value in cpu.items():
+        if key not in ("budget_min", "batch_size"):
+            assert getattr(cfg.training, key) == value, key
+    assert cfg.training == TrainingConfig.from_recipe("cpu", budget_min=12.0, batch_size=16)
+    # the stored config (every key written out) reads back the same section
+    assert CampaignConfig.from_dict(yaml.safe_load(cfg.to_yaml())).training == cfg.training
+    # "paper" is the field defaults; an unknown recipe names the key and the choices
+    data["training"] = {"recipe": "paper"}
+    assert load_config(_write(campaign_dir, data)).training == TrainingConfig()
+    data["training"] = {"recipe": "gpu"}
+    with pytest.raises(ConfigError, match=r"`training\.recipe`: expected one of 'paper', 'cpu', got 'gpu'"):
+        load_config(_write(campaign_dir, data))
+    data["training"] = {"recipe": "cpu", "budget_min": 0}
+    with pytest.raises(ConfigError, match=r"`training\.budget_min`"):
+        load_config(_write(campaign_dir, data))

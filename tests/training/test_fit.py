@@ -54,7 +54,9 @@ def test_tiny_unet_learns_and_exports_member(train_store):
     assert again["accuracy"] == pytest.approx(side["val_accuracy"], abs=1e-6)
 
 
-def test_resume_continues_from_checkpoint(train_store):
+@pytest.mark.parametrize("precision", ["off", "on"])
+def test_resume_continues_from_checkpoint(train_store, precision):
+    """Also in mixed precision: ``on`` on a CPU trains in bfloat16 and exports float32 weights."""
     import keras
 
     from semscale.store.models import member_paths
@@ -78,11 +80,11 @@ def test_resume_continues_from_checkpoint(train_store):
         def on_epoch_end(self, epoch, logs=None):
             self.ends.append(epoch + 1)
 
-    cfg = TrainingConfig(**TINY, name="res", epochs=3, steps_per_epoch=2)
+    cfg = TrainingConfig(**TINY, name=f"res-{precision}", epochs=3, steps_per_epoch=2, mixed_precision=precision)
     stop = Interrupt()
     with pytest.raises(KeyboardInterrupt):
         train_member(store, cfg, member=0, callbacks=[stop])
-    paths = member_paths(store, "res", 0)
+    paths = member_paths(store, cfg.name, 0)
     assert not paths["model"].exists() and paths["last"].exists()
     first = json.loads(paths["history"].read_text())
     assert [r["epoch"] for r in first] == [1, 2]
@@ -99,6 +101,12 @@ def test_resume_continues_from_checkpoint(train_store):
     assert [r["epoch"] for r in hist] == [1, 2, 3]
     assert hist[:2] == first
     assert side["epochs_trained"] == 3
+    assert side["training"]["mixed_precision"] == {"off": "float32", "on": "mixed_bfloat16"}[precision]
+    from semscale.training.unet import load_model
+
+    exported, _ = load_model(paths["model"])
+    assert {w.dtype for w in exported.get_weights()} == {np.dtype("float32")}
+    assert exported.dtype_policy.name == "float32"
 
     class Fail(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -191,7 +199,22 @@ def _observed_member(store, seen: dict) -> dict:
         "jit_compile": seen["compile"]["jit_compile"], "threads": seen["threads"], "workers": ds.workers,
         "use_multiprocessing": ds.use_multiprocessing, "max_queue_size": ds.max_queue_size,
         "in_memory": ds.in_memory, "cache_mb": ds._cache.max_bytes / 2**20 if ds._cache else 0.0,
-        "verbose": fit_kw["verbose"],
+        "verbose": fit_kw["verbose"], **_observed_schedule(fit_kw["callbacks"][1]),
+    }
+
+
+def _observed_schedule(schedule) -> dict:
+    """Budget, learning-rate schedule and patience that the Schedule callback given to fit applies."""
+    from semscale.training.schedule import learning_rate, stop_reason
+
+    cfg = schedule.cfg
+    day = [{"epoch": 1, "seconds": 86400.0}]  # one epoch of a day: past any budget but "no budget"
+    stale = [{"epoch": e, "seconds": 0.0} for e in range(1, 10_001)]  # 10000 epochs, best the first
+    mid = learning_rate(cfg, epoch=cfg.epochs // 2, elapsed_s=0.0)
+    return {
+        "budget_min": None if stop_reason(cfg, history=day, best_epoch=1) is None else cfg.budget_min,
+        "lr_schedule": "constant" if mid == cfg.learning_rate else "cosine",
+        "patience": None if stop_reason(cfg, history=stale, best_epoch=1) is None else cfg.patience,
     }
 
 
@@ -227,4 +250,6 @@ def test_train_member_defaults_are_the_config_defaults(tmp_path, blobs, client, 
     default = TrainingConfig()
     expected = {f.name: getattr(default, f.name) for f in dataclasses.fields(TrainingConfig)}
     expected["learning_rate"] = pytest.approx(default.learning_rate, rel=1e-6)  # a float32 variable
+    # `recipe` acts when a section is built (named defaults under the keys given), not in train_member.
+    assert expected.pop("recipe") == "paper" and TrainingConfig.from_recipe("paper") == default
     assert observed == expected
