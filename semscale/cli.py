@@ -61,7 +61,7 @@ def _command(name: str) -> Callable[[Command], Command]:
 OVERRIDES: dict[str, dict[str, str]] = {
     "cluster": {"scheduler": "address", "workers": "n_workers", "threads": "threads_per_worker", "gpu": "gpu",
                 "dashboard": "dashboard_address"},
-    "training": {"epochs": "epochs", "ensemble": "ensemble", "steps": "steps_per_epoch"},
+    "training": {"epochs": "epochs", "ensemble": "ensemble", "steps": "steps_per_epoch", "budget_min": "budget_min"},
     "inference": {"model": "model", "mode": "mode", "stride": "stride", "tta": "tta",
                   "probabilities": "probabilities"},
 }
@@ -390,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"number of members (default training.ensemble, {TrainingConfig.ensemble})")
     p.add_argument("--epochs", type=int, help="override training.epochs")
     p.add_argument("--steps", type=int, metavar="N", help="override training.steps_per_epoch")
+    p.add_argument("--budget-min", type=float, metavar="MIN", help="override training.budget_min (minutes)")
     p.add_argument("--parallel", action="store_true", help="train members as parallel Dask tasks")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming checkpoints")
 
@@ -418,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", nargs="+", choices=STAGES)
     p.add_argument("--epochs", type=int, help="override training.epochs")
     p.add_argument("--ensemble", type=int, metavar="M", help="override training.ensemble")
+    p.add_argument("--budget-min", type=float, metavar="MIN", help="override training.budget_min (minutes)")
     p.add_argument("--overwrite", action="store_true", help="redo labels and predictions")
 
     p = sub.add_parser("demo", parents=[out, cluster],

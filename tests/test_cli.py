@@ -98,9 +98,13 @@ def test_apply_overrides_builds_new_sections(tmp_path: Path) -> None:
     assert new.training == cfg.training and new.images == cfg.images and cfg.inference == InferenceConfig()
     assert new.model_name == "other"
     assert apply_overrides(cfg, parser.parse_args(["run", "c.yaml"])) == cfg  # nothing given: unchanged
-    args = parser.parse_args(["train", "c.yaml", "--epochs", "3", "--ensemble", "2", "--steps", "5"])
+    args = parser.parse_args(["train", "c.yaml", "--epochs", "3", "--ensemble", "2", "--steps", "5",
+                              "--budget-min", "7.5"])
     t = apply_overrides(cfg, args).training
-    assert (t.epochs, t.ensemble, t.steps_per_epoch) == (3, 2, 5)
+    assert (t.epochs, t.ensemble, t.steps_per_epoch, t.budget_min) == (3, 2, 5, 7.5)
+    assert apply_overrides(cfg, parser.parse_args(["run", "c.yaml", "--budget-min", "30"])).training.budget_min == 30
+    with pytest.raises(ConfigError, match=r"`training\.budget_min`"):
+        apply_overrides(cfg, parser.parse_args(["train", "c.yaml", "--budget-min", "-1"]))
     with pytest.raises(ConfigError, match=r"`inference\.stride`: expected an integer in 1\.\.patch_size"):
         apply_overrides(cfg, parser.parse_args(["predict", "c.yaml", "--stride", "0"]))
     with pytest.raises(SystemExit):  # choices come from the config's Literal types
