@@ -6,6 +6,7 @@ Usage::
         [--times 0 2 5 10 20 30 120] [--eds-times 0 10 120] [--seed 0] [--epochs 16] [--steps 40]
         [--filters 8 16 32 64] [--patch 128] [--batch 8] [--lr 2e-3] [--workers 1]
         [--recipe paper|cpu] [--set KEY=VALUE ...] [--tta] [--workdir DIR [--reuse]] [--out result.json]
+    python benchmarks/generalisation.py compare RESULT.json ...     # one table row per result
 
 Simulates a campaign with the chosen simulator setting (``default``: the calibration; the others are the
 evaluation-only settings of :mod:`semscale.synth.evaluation`, which no training uses): one image per
@@ -212,6 +213,28 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def compare(paths: Sequence[Path]) -> str:
+    """One markdown row per result file: the totals, the training it had, and the stage times."""
+    lines = ["| result | setting | training | targets, EDS images: acc · NiO MAE | U-Net, never seen: acc · mIoU "
+             "· NiO MAE | U-Net, own images: acc | epochs · train min |", "|---|---|---|---|---|---|---|"]
+    for path in paths:
+        r = json.loads(Path(path).read_text())
+        t = r["totals"]
+        a, b, c = t["targets_on_eds"], t["unet_on_unseen"], t["unet_on_eds"]
+        members = r.get("members") or [{}]
+        epochs = "/".join(str(m.get("epochs_trained")) for m in members)
+        minutes = "/".join(f"{m.get('train_minutes') or 0:.1f}" for m in members)
+        given = dict(r.get("config_training") or {"schedule": "demo"})
+        if (r.get("inference") or {}).get("tta"):
+            given["inference.tta"] = True
+        lines.append(
+            f"| {Path(path).stem} | {r['setting']} | `{json.dumps(given, separators=(',', ':'))}` | "
+            f"{100 * a['accuracy']:.2f} % · {a['nio_mae_pt']:.2f} pt | {100 * b['accuracy']:.2f} % · "
+            f"{100 * b['mean_iou']:.1f} % · {b['nio_mae_pt']:.2f} pt | {100 * c['accuracy']:.2f} % | "
+            f"{epochs} · {minutes} |")
+    return "\n".join(lines)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     from semscale.synth.evaluation import EVALUATION_SETTINGS
 
@@ -285,6 +308,10 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare"]:
+        sys.stdout.write(compare([Path(a) for a in argv[1:]]) + "\n")
+        return 0
     args = parse_args(argv)
     if args.workdir is not None:
         result = run(args, args.workdir)

@@ -17,6 +17,9 @@ import semscale
 ROOT = Path(__file__).resolve().parents[1]
 TIMES = (0, 5, 20, 120)
 EDS_TIMES = (0, 120)
+RECIPE_SETS = ("filters=[4, 8, 16]", "dropout=[0, 0, 0]", "patch_size=64", "batch_size=4", "epochs=2",
+               "steps_per_epoch=5", "budget_min=5")
+"""The cpu recipe, written into the campaign config as a user would, made tiny."""
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +27,8 @@ def protocol(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("generalisation")
     out = work / "result.json"
     cmd = [sys.executable, "benchmarks/generalisation.py", "--setting", "overlap", "--size", "192",
-           "--times", *map(str, TIMES), "--eds-times", *map(str, EDS_TIMES), "--filters", "4", "8", "16",
-           "--epochs", "2", "--steps", "5", "--patch", "64", "--batch", "4",
+           "--times", *map(str, TIMES), "--eds-times", *map(str, EDS_TIMES), "--recipe", "cpu",
+           *[a for kv in RECIPE_SETS for a in ("--set", kv)],
            "--workdir", str(work / "campaign"), "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -90,3 +93,24 @@ def test_eds_images_and_never_seen_images_are_kept_apart(protocol: dict[str, Any
         assert not list((protocol["work"] / "campaign" / "data").glob(f"{image_id}_Ni.tif"))
     for image_id in eds:
         assert store.eds_elements(image_id) and store.image_attrs(image_id)["role"] == "train"
+
+
+@pytest.mark.slow
+def test_the_recipe_is_written_as_a_user_would_and_compared(protocol: dict[str, Any]) -> None:
+    from semscale.config import TrainingConfig
+
+    result = protocol["result"]
+    cfg = semscale.load_config(protocol["work"] / "campaign" / "campaign.yaml")
+    assert cfg.training.recipe == "cpu" and cfg.training.lr_schedule == "cosine"  # from the recipe
+    assert cfg.training == TrainingConfig.from_recipe("cpu", name="unet", seed=0, filters=(4, 8, 16),
+                                                      dropout=(0.0, 0.0, 0.0), patch_size=64, batch_size=4,
+                                                      epochs=2, steps_per_epoch=5, budget_min=5.0)
+    assert result["config_training"]["recipe"] == "cpu" and result["config_training"]["budget_min"] == 5
+    (member,) = result["members"]
+    assert member["epochs_trained"] == 2 and member["stopped"] is None and member["train_minutes"] < 5
+    assert set(result["seconds"]) >= {"label", "train", "predict"}
+    table = subprocess.run([sys.executable, "benchmarks/generalisation.py", "compare",
+                            str(protocol["work"] / "result.json")], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout
+    unseen = result["totals"]["unet_on_unseen"]
+    assert f"{100 * unseen['accuracy']:.2f} %" in table and '"recipe":"cpu"' in table

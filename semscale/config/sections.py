@@ -122,6 +122,12 @@ class TrainingConfig:
     larger of epoch / ``epochs`` and elapsed / ``budget_min``; ``constant``: Adam at ``learning_rate``."""
     patience: int | None = None
     """Stop after this many epochs without a better ``monitor`` value; null: never stop early."""
+    synthetic_fraction: float = 0.0
+    """Share of each batch drawn from domain-randomised simulated images with their exact truth
+    (:mod:`semscale.training.synthetic`), so the network keeps seeing exact labels while it learns the
+    campaign's targets; 0: the campaign's windows only."""
+    synthetic_images: int = 32
+    """Simulated images (``patch_size`` × 4 px square, in memory) behind ``synthetic_fraction``."""
     init_weights: str | None = None
     """Start from these weights instead of random ones: ``synthetic`` (shipped, pretrained on
     domain-randomised simulated images; :mod:`semscale.training.pretrain`) or a ``.keras`` member file of
@@ -167,6 +173,9 @@ class TrainingConfig:
         _check(self.ignore_boundary_px >= 0, "training.ignore_boundary_px", "a number >= 0 (px)",
                self.ignore_boundary_px)
         _check(self.cache_mb >= 0, "training.cache_mb", "a number >= 0 (MiB)", self.cache_mb)
+        _check(0 <= self.synthetic_fraction < 1, "training.synthetic_fraction", "a number in [0, 1)",
+               self.synthetic_fraction)
+        _check(self.synthetic_images >= 1, "training.synthetic_images", "an integer >= 1", self.synthetic_images)
         _check(self.budget_min is None or self.budget_min > 0, "training.budget_min",
                "a positive number of minutes or null", self.budget_min)
 

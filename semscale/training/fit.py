@@ -175,6 +175,8 @@ def _fingerprint(cfg: TrainingConfig, member: int, split: TileSplit, dataset: An
         fingerprint["rare_threshold"] = float(cfg.rare_threshold)
     if cfg.lr_schedule != "constant":
         fingerprint["lr_schedule"] = cfg.lr_schedule
+    if cfg.synthetic_fraction > 0:
+        fingerprint["synthetic"] = {"fraction": float(cfg.synthetic_fraction), "images": int(cfg.synthetic_images)}
     if cfg.init_weights is not None:
         from semscale.training.pretrain import init_weights_path
         from semscale.training.unet import content_hash

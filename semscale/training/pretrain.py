@@ -17,14 +17,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from semscale.config import TrainingConfig
 from semscale.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SHIPPED", "init_weights_path", "load_init_weights", "pretrain_synthetic", "write_synthetic_store"]
+__all__ = ["SHIPPED", "init_weights_path", "load_init_weights", "pretrain_synthetic"]
 
 SHIPPED: dict[str, str] = {"synthetic": "synthetic-cpu.keras"}
 """Names ``training.init_weights`` accepts for weights shipped in ``semscale/weights/``."""
@@ -61,29 +59,6 @@ def load_init_weights(model: Any, name: str) -> Path:
     return path
 
 
-def write_synthetic_store(path: Path, *, n_images: int, size: int, seed: int, chunks: int = 256) -> Any:
-    """A campaign store of ``n_images`` domain-randomised simulated ``size``² px images with ``truth``
-    labels (role ``train``); the setting and time of each image are recorded in its attrs."""
-    from semscale.store import create_store
-    from semscale.synth import simulate
-    from semscale.synth.campaign import add_to_store
-    from semscale.synth.params import DEFAULT_PIXEL_SIZE_UM
-    from semscale.synth.randomise import random_params, random_time
-
-    store = create_store(path, name="synthetic-pretraining", pixel_size_um=DEFAULT_PIXEL_SIZE_UM)
-    rng = np.random.default_rng([seed, 0x5EED])
-    for i in range(n_images):
-        params, time_min = random_params(rng), random_time(rng)
-        image_id = f"syn{i:04d}"
-        if image_id in store.image_ids():
-            continue
-        sim = simulate((size, size), oxidation_min=time_min, seed=int(rng.integers(2**31)), with_eds=False,
-                       params=params)
-        add_to_store(store, image_id, sim, chunks=chunks, role="train",
-                     simulated_params=json.loads(json.dumps(dataclasses.asdict(params))))
-    return store
-
-
 def pretrain_synthetic(out: Path, cfg: TrainingConfig, *, workdir: Path, n_images: int, size: int,
                        seed: int) -> dict[str, Any]:
     """Simulate the randomised images in ``workdir``, train member 0 of ``cfg`` on their truth and copy it
@@ -91,6 +66,7 @@ def pretrain_synthetic(out: Path, cfg: TrainingConfig, *, workdir: Path, n_image
     from semscale.store.models import sidecar_path
     from semscale.synth.randomise import BASE_JITTER, MAX_TIME_MIN, RANGES, SCALED
     from semscale.training.fit import train_member
+    from semscale.training.synthetic import write_synthetic_store
 
     if out.suffix != ".keras":
         raise ConfigError(f"Expected a `.keras` output file. Got {out}.")

@@ -14,6 +14,10 @@ and every epoch draws new windows. :class:`semscale.training.dataset.PatchDatase
 * **Noisy targets:** with ``ignore_boundary_px`` r > 0, target pixels within r px of another class are
   ignored by the loss (automatic targets err mostly at phase boundaries); the network then learns from
   the reliable interiors and places boundaries from the SEM evidence.
+* **Exact labels alongside:** with ``synthetic_fraction`` f > 0 the last ``round(B·f)`` windows of each
+  batch come from domain-randomised simulated images with their exact truth
+  (:class:`semscale.training.synthetic.SyntheticWindows`), so the targets' own mistakes are not all the
+  network sees.
 * **Reading:** decoded chunks are kept in a byte-bounded LRU cache (:class:`ChunkCache`) shared by the
   worker threads, or (``in_memory``) each image is read whole on first use.
 
@@ -37,6 +41,7 @@ from semscale.kernels.norm import apply_norm
 from semscale.store.layout import CampaignStore
 from semscale.training.augment import Augment, augment_pair
 from semscale.training.splits import TileSplit, window_overlaps_tiles
+from semscale.training.synthetic import SyntheticWindows
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +163,9 @@ class PatchSampler:
     depends only on ``(cfg.seed + member, e, i)``. Windows never intersect the split's test tiles. Read from
     ``cfg``: ``label_source``, ``batch_size``, ``steps_per_epoch`` (None: 10 windows per training tile, the
     paper's 10 augmented patches per tile), ``augment`` (``augment`` overrides it with explicit settings),
-    ``rare_fraction``, ``rare_threshold``, ``ignore_boundary_px``, ``in_memory`` and ``cache_mb``.
+    ``rare_fraction``, ``rare_threshold``, ``ignore_boundary_px``, ``in_memory``, ``cache_mb`` and
+    ``synthetic_fraction`` / ``synthetic_images`` (the last ``round(B × fraction)`` windows of every batch
+    come from simulated images with exact truth).
     """
 
     def __init__(self, store: CampaignStore, split: TileSplit, cfg: TrainingConfig, *, member: int = 0,
@@ -180,6 +187,9 @@ class PatchSampler:
         self.in_memory = bool(cfg.in_memory)
         self.ignore_boundary_px = float(cfg.ignore_boundary_px)
         self.cache_mb = float(cfg.cache_mb)
+        self.n_synthetic = round(self.batch_size * float(cfg.synthetic_fraction))
+        # Lazy: images are simulated on the first synthetic window, i.e. never when n_synthetic is 0.
+        self.synthetic = SyntheticWindows(n_images=cfg.synthetic_images, size=4 * split.patch_size, seed=self.seed)
         self._reset_handles()
         self.rare_fraction = float(cfg.rare_fraction)
         self.n_classes = len(store.classes)
@@ -348,14 +358,17 @@ class PatchSampler:
         p = self.patch_size
         x = np.empty((self.batch_size, p, p, 1), np.float32)
         y = np.empty((self.batch_size, p, p), np.int32)
-        for j, (image_id, y0, x0) in enumerate(self.positions(index, e)):
+        n_campaign = self.batch_size - self.n_synthetic
+        for j, (image_id, y0, x0) in enumerate(self.positions(index, e)[:n_campaign]):
             sem, lab = self._arrays(image_id)
             img = apply_norm(read_window(sem, y0, x0, p), self.norms[image_id])
             labels = self._read_labels(lab, y0, x0)
             rng = np.random.default_rng([self.seed, e, index, j, 1])
-            img, labels = augment_pair(img, labels, rng, self.augment)
-            x[j, ..., 0] = img
-            y[j] = labels
+            x[j, ..., 0], y[j] = augment_pair(img, labels, rng, self.augment)
+        for j in range(n_campaign, self.batch_size):  # exact-truth windows of simulated images
+            rng = np.random.default_rng([self.seed, e, index, j, 2])
+            img, labels = self.synthetic.window(rng, p)
+            x[j, ..., 0], y[j] = augment_pair(img, labels, rng, self.augment)
         return x, y
 
     def _read_labels(self, lab: Any, y0: int, x0: int) -> np.ndarray:
@@ -381,6 +394,7 @@ class PatchSampler:
             "seed": self.seed,
             "rare_fraction": self.rare_fraction,
             "ignore_boundary_px": self.ignore_boundary_px,
+            "synthetic_per_batch": self.n_synthetic,
             "rare_threshold": self.rare_threshold,
             "rare_classes": [int(c) for c in self.rare_classes],
             "class_fractions": [float(f) for f in self.class_fractions],

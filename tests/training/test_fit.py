@@ -200,7 +200,17 @@ def _observed_member(store, seen: dict) -> dict:
         "use_multiprocessing": ds.use_multiprocessing, "max_queue_size": ds.max_queue_size,
         "in_memory": ds.in_memory, "cache_mb": ds._cache.max_bytes / 2**20 if ds._cache else 0.0,
         "verbose": fit_kw["verbose"], **_observed_schedule(fit_kw["callbacks"][1]),
+        "synthetic_fraction": ds.n_synthetic / ds.batch_size, "synthetic_images": ds.synthetic.n_images,
+        "init_weights": None if _he_normal_start(run, model) else "?",
     }
+
+
+def _he_normal_start(run, model) -> bool:
+    """Whether ``model`` holds the initial weights of a fresh build with the member's seed."""
+    from semscale.training.fit import _build
+
+    fresh = _build(run.cfg, len(run.classes), run.seed, run.policy)
+    return all(np.array_equal(a, b) for a, b in zip(model.get_weights(), fresh.get_weights(), strict=True))
 
 
 def _observed_schedule(schedule) -> dict:

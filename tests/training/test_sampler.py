@@ -215,3 +215,27 @@ def test_sampler_module_does_not_import_keras():
     code = "import sys, semscale.training.sampler, semscale.training.splits; print('keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_synthetic_windows_fill_the_end_of_each_batch(data_store):
+    store = data_store
+    s = make_split(store, cfg(test_tiles_fraction=0.2, seed=1))
+    plain = make_ds(store, s, seed=4, augment=False)
+    mixed = make_ds(store, s, seed=4, augment=False, synthetic_fraction=0.25, synthetic_images=3)
+    assert mixed.n_synthetic == 2 and mixed.describe()["synthetic_per_batch"] == 2
+    xp, yp = plain[1]
+    xm, ym = mixed[1]
+    np.testing.assert_array_equal(xm[:6], xp[:6])  # the campaign's windows are the same ones
+    np.testing.assert_array_equal(ym[:6], yp[:6])
+    images = mixed.synthetic.images()
+    assert len(images) == 3 and images[0][0].shape == (4 * P, 4 * P)
+    for j in (6, 7):  # each synthetic window is a window of one simulated image and of its exact truth
+        found = [(img, lab) for img, lab in images
+                 for yy in range(4 * P - P + 1) for xx in range(4 * P - P + 1)
+                 if np.array_equal(img[yy:yy + P, xx:xx + P], xm[j, ..., 0])
+                 and np.array_equal(lab[yy:yy + P, xx:xx + P], ym[j])]
+        assert found
+        assert set(np.unique(ym[j])) <= {0, 1, 2, 3}
+    again = pickle.loads(pickle.dumps(mixed))  # rebuilt identically where unpickled
+    np.testing.assert_array_equal(again[1][0], xm)
+    np.testing.assert_array_equal(again[1][1], ym)
