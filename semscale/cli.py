@@ -180,9 +180,25 @@ def _report(config: CampaignConfig, summary: Mapping[str, Any]) -> str:
         if total:
             parts.append(format_confusion(total, title=title) + "\n")
     if "stats" in summary:
-        parts.append(f"phase fractions: {summary['stats']['csv']}\nplot:            {summary['stats']['plot']}")
+        parts.append(_stats_text(summary["stats"]))
     parts.append(f"store: {config.store}   ({summary['seconds']:.0f} s)")
     return "\n".join(parts)
+
+
+def _stats_text(result: Mapping[str, Any]) -> str:
+    """The model's fraction errors against target / truth per phase, and where the files are."""
+    lines = []
+    for ref in ("truth", "target"):
+        mae, rmse, bias = (result["errors"].get(f"fraction_{k}_{ref}", {}) for k in ("mae", "rmse", "bias"))
+        if mae and any(v is not None and math.isfinite(v) for v in mae.values()):
+            lines.append(f"area fraction vs {ref}, images not used for training (percentage points):")
+            lines += [f"  {phase:<6} MAE {mae[phase]:6.2f}   RMSE {rmse[phase]:6.2f}   bias {bias[phase]:+6.2f}"
+                      for phase in mae]
+    state = "updated" if result["changed"] else "unchanged"
+    files = result["files"]
+    lines.append(f"statistics ({state}; {len(result['measured'])} of {len(result['images'])} images measured "
+                 f"now): {files['zarr']}\ntables: {files['csv']}, {files['interfaces_csv']}\nplot:   {files['plot']}")
+    return "\n".join(lines)
 
 
 # --- commands ---------------------------------------------------------------------------------------
@@ -300,6 +316,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> Result:
     return Result(result, "\n".join(parts).rstrip("\n"))
 
 
+@_command("stats")
+def _cmd_stats(args: argparse.Namespace) -> Result:
+    from semscale.pipeline import stats, stored_config
+    from semscale.store import open_store
+
+    source = Path(args.source)
+    if source.suffix in (".yaml", ".yml"):
+        config = _config(args, args.source)
+        store = open_store(config.store)
+    else:
+        store = open_store(source)
+        config = stored_config(store)
+    if args.netcdf:
+        config = dataclasses.replace(config, stats=dataclasses.replace(config.stats, netcdf=True))
+    result = stats(config, store, model=args.model, labels=args.labels)
+    return Result(result, _stats_text(result))
+
+
 @_command("run")
 def _cmd_run(args: argparse.Namespace) -> Result:
     from semscale.pipeline import run_campaign
@@ -412,6 +446,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", action="append", metavar="ID", help="only this image (repeatable)")
     p.add_argument("--overwrite", action="store_true", help="recompute completed blocks")
     p.add_argument("-o", "--output", help="output TIFF (image-file mode)")
+
+    p = sub.add_parser("stats", parents=[out],
+                       help="microstructure statistics over the time series (fractions, TPB, interfaces, sizes)")
+    p.add_argument("source", metavar="CONFIG|STORE", help="campaign YAML or its store")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", help="statistics of this model's predictions (default: the config's model)")
+    src.add_argument("--labels", choices=("target", "truth"), help="statistics of these labels instead")
+    p.add_argument("--netcdf", action="store_true", help="also write report/stats.nc")
 
     p = sub.add_parser("run", parents=[out, cluster],
                        help="run a whole campaign: ingest, label, train, predict, evaluate, stats")

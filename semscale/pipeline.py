@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "STAGES", "evaluate", "evaluate_campaign", "label", "models", "predict", "run_campaign", "segment_file",
-    "stored_config", "train",
+    "stats", "stored_config", "train",
 ]
 
 STAGES = ("ingest", "label", "train", "predict", "evaluate", "stats")
@@ -104,6 +104,19 @@ def evaluate_campaign(config: CampaignConfig, store: CampaignStore) -> dict[str,
             out["model_vs_truth"] = evaluate(store, model=name, ref="truth")
         out["model_vs_target"] = evaluate(store, model=name, ref="target")
     return out
+
+
+def stats(config: CampaignConfig, store: CampaignStore, *, model: str | None = None,
+          labels: str | None = None) -> dict[str, Any]:
+    """The ``stats`` stage (section ``stats``): microstructure statistics of ``model``'s predictions
+    (default the config's model) or, with ``labels``, of that label image; unchanged images are reused."""
+    from semscale.analysis.stats import update_stats
+
+    if labels is None and model is None:
+        model = config.model_name
+    result = update_stats(store, config.stats, model=model, labels=labels)
+    store.consolidate()
+    return result
 
 
 def models(store: CampaignStore, *, name: str | None = None) -> list[dict[str, Any]]:
@@ -203,11 +216,10 @@ def run_campaign(
         summary["evaluate"] = evaluate_campaign(config, store)
         lap("evaluate")
     if "stats" in stages and config.model_name in store.prediction_models():
-        from semscale.analysis.stats import campaign_stats, write_stats
-
-        ds = campaign_stats(store, model=config.model_name)
-        summary["stats"] = write_stats(store, ds)
+        summary["stats"] = stats(config, store)
         lap("stats")
+    else:
+        store.consolidate()
     summary["stage_seconds"] = seconds
     summary["seconds"] = time.perf_counter() - t0
     return summary

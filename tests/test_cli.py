@@ -49,7 +49,7 @@ def test_synth_ingest_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     for image in cfg["images"]:
         group = zarr.open_group(store / "images" / image["id"], mode="r")
         assert group.attrs["ome"]["multiscales"][0]["axes"][0]["unit"] == "micrometer"
-        assert group["0"].shape == (200, 300)
+        assert group["scale0/image"].shape == (200, 300)
     capsys.readouterr()
     assert main(["info", str(store), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -143,21 +143,27 @@ def test_whole_campaign_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureF
 
     assert main(["run", str(cfg_path)]) == 0
     text = capsys.readouterr().out
-    assert "vs ground truth" in text and "phase fractions" in text
+    assert "vs ground truth" in text and "statistics (updated; 3 of 3 images measured now)" in text
     store = out / data["store"]
     root = zarr.open_group(store, mode="r")
     for image in data["images"]:
-        labels = root[f"predictions/unet/{image['id']}/labels/0"][:]
+        labels = root[f"predictions/unet/{image['id']}/labels/scale0/image"][:]
         assert labels.shape == (160, 192) and labels.max() < 4
-    fractions = (store / "report" / "phase_fractions.csv").read_text().splitlines()
-    assert len(fractions) == 1 + 3 * 4  # header + image × phase
+    table = (store / "report" / "stats.csv").read_text().splitlines()
+    assert len(table) == 1 + 3 * 4 * 2 + 2 * 4  # header + image × phase × (model, truth) + targets of 2 images
     assert (store / "report" / "phase_fractions.png").stat().st_size > 10_000
+
+    import warnings
 
     import xarray as xr
 
-    ds = xr.open_zarr(store, group="stats", consolidated=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # consolidated, every array with dimension names
+        ds = xr.open_zarr(store, group="stats")
+        tree = xr.open_datatree(store, engine="zarr")  # the whole store, scratch and done markers included
     np.testing.assert_allclose(ds["fraction"].sum("phase").values, 1.0, atol=1e-9)
     assert sorted(ds["oxidation_min"].values.tolist()) == [0.0, 30.0, 120.0]
+    assert tree[f"predictions/unet/{data['images'][0]['id']}/labels/scale0/image"].shape == (160, 192)
 
     before = {p: p.stat().st_mtime_ns for p in (store / "predictions").rglob("*") if p.is_file()
               and p.name != "zarr.json"}
@@ -175,10 +181,31 @@ def test_whole_campaign_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureF
     assert json.loads(piped.stdout)["total"]["classes"] == scores["total"]["classes"]
 
     first = data["images"][0]["id"]
-    labels = root[f"predictions/unet/{first}/labels/0"][:]
+    labels = root[f"predictions/unet/{first}/labels/scale0/image"][:]
     assert main(["predict", str(cfg_path), "--gpu", "off", "--image", first, "--overwrite", "--json"]) == 0
     (redo,) = json.loads(capsys.readouterr().out)["images"]
     assert redo["image"] == first and redo["computed"] == redo["blocks"] > 0
-    np.testing.assert_array_equal(zarr.open_group(store, mode="r")[f"predictions/unet/{first}/labels/0"][:], labels)
+    np.testing.assert_array_equal(zarr.open_group(store, mode="r")[f"predictions/unet/{first}/labels/scale0/image"][:], labels)
     assert main(["predict", str(store), "--gpu", "off", "--workers", "1", "--threads", "1"]) == 0  # a store
     assert f"{first}: 0 of" in capsys.readouterr().out
+
+
+def test_stats_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`semscale stats STORE`: JSON with the errors, a no-op rerun, other labels as the primary source."""
+    from tests.analysis.test_stats import PIXEL, TIMES, make_store
+
+    store = make_store(tmp_path)
+    cfg = {"name": "c", "store": str(store.path), "pixel_size_um": PIXEL, "images": [
+        {"id": i, "sem": "x.tif", "oxidation_min": t, "role": r} for i, (t, r) in TIMES.items()],
+        "training": {"name": "m"}, "stats": {"tile_um": 2.0, "bootstrap": 50}}
+    store.update_meta(config=cfg)
+    assert main(["stats", str(store.path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["measured"] == list(TIMES) and out["errors"]["fraction_mae_truth"]["NiO"] > 0
+    assert main(["stats", str(store.path)]) == 0
+    text = capsys.readouterr().out
+    assert "unchanged" in text and "MAE" in text
+    assert main(["stats", str(store.path), "--labels", "truth", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["measured"] == list(TIMES)
+    assert main(["stats", str(store.path), "--model", "nosuch"]) == 1
+    assert "nosuch" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from semscale.config.sections import (
     InferenceConfig,
     IngestConfig,
     LabellingConfig,
+    StatsConfig,
     TrainingConfig,
 )
 from semscale.config.validation import (
@@ -67,6 +68,7 @@ class CampaignConfig:
     labelling: LabellingConfig = field(default_factory=LabellingConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     source: Path | None = field(default=None, compare=False)
     """The YAML file this config was read from (not part of the YAML)."""
@@ -126,7 +128,7 @@ _IMAGE_KEYS = {f.name for f in dataclasses.fields(ImageEntry)}
 _TOP_KEYS = {f.name for f in dataclasses.fields(CampaignConfig)} - {"source"}
 _SECTIONS: dict[str, type] = {
     "ingest": IngestConfig, "labelling": LabellingConfig, "training": TrainingConfig,
-    "inference": InferenceConfig, "cluster": ClusterConfig,
+    "inference": InferenceConfig, "stats": StatsConfig, "cluster": ClusterConfig,
 }
 
 

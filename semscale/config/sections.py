@@ -8,7 +8,7 @@ from typing import Any, Literal
 from semscale.config.validation import ID_PATTERN, Switch, _check, _switch
 
 __all__ = ["TRAINING_RECIPES", "ClusterConfig", "InferenceConfig", "IngestConfig", "LabellingConfig",
-           "TrainingConfig"]
+           "StatsConfig", "TrainingConfig"]
 
 
 @dataclass(frozen=True)
@@ -242,6 +242,48 @@ class InferenceConfig:
         if self.block_size is not None:
             _check(self.block_size >= 16, "inference.block_size", "an integer >= 16 or null", self.block_size)
         _check(self.retries >= 0, "inference.retries", "an integer >= 0", self.retries)
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    """Microstructure statistics of every labelled image (``semscale stats``), blockwise and exact."""
+
+    tile_um: float = 10.0
+    """Edge (µm) of the bootstrap tiles: five mean grain diameters of a Ni/YSZ cermet (grains of 1–3 µm),
+    so neighbouring tiles are close to independent; at least 16 px."""
+    bootstrap: int = 1000
+    """Bootstrap draws for the intervals (0: none)."""
+    confidence: float = 0.95
+    """Coverage of the intervals."""
+    quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
+    """Quantiles of the equivalent-disk diameter of each phase's components (d10, d50, d90)."""
+    min_component_px: int = 4
+    """Components smaller than this (px) are noise for the size distribution (they stay in every other
+    quantity)."""
+    tpb_phases: tuple[str, ...] = ("Ni", "YSZ", "pore")
+    """The three phases whose meeting points are the electrochemically active triple-phase boundary."""
+    oxidation: tuple[str, ...] = ("NiO", "Ni")
+    """(oxidised, metal) phases of the oxidation degree ``oxidised / (oxidised + metal)``."""
+    seed: int = 0
+    """Seed of the bootstrap draws."""
+    netcdf: bool = False
+    """Also write ``report/stats.nc`` (netCDF-4, needs h5netcdf or netCDF4; else the scipy netCDF-3 writer)."""
+
+    def __post_init__(self) -> None:
+        _check(self.tile_um > 0, "stats.tile_um", "a positive number (µm)", self.tile_um)
+        _check(self.bootstrap >= 0, "stats.bootstrap", "an integer >= 0", self.bootstrap)
+        _check(0 < self.confidence < 1, "stats.confidence", "a number between 0 and 1", self.confidence)
+        _check(len(self.quantiles) > 0 and all(0 <= q <= 1 for q in self.quantiles), "stats.quantiles",
+               "a non-empty list of numbers in 0..1", list(self.quantiles))
+        _check(self.min_component_px >= 1, "stats.min_component_px", "an integer >= 1", self.min_component_px)
+        _check(len(self.tpb_phases) == 3 and len(set(self.tpb_phases)) == 3, "stats.tpb_phases",
+               "three distinct phase names", list(self.tpb_phases))
+        _check(len(self.oxidation) == 2 and len(set(self.oxidation)) == 2, "stats.oxidation",
+               "two distinct phase names (oxidised, metal)", list(self.oxidation))
+
+    def tile_px(self, pixel_size_um: float) -> int:
+        """The bootstrap tile edge in pixels of ``pixel_size_um``."""
+        return max(16, round(self.tile_um / pixel_size_um))
 
 
 @dataclass(frozen=True)

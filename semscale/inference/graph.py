@@ -175,7 +175,7 @@ def normalise(raw: np.ndarray, norm: Mapping[str, Any] | None) -> np.ndarray:
 
 def region_outputs(
     x: np.ndarray, *, origin: tuple[int, int], core: Core, members: Sequence[Member], geom: Geometry,
-    with_labels: bool = False,
+    with_labels: bool = False, with_members: bool = False,
 ) -> Any:
     """:func:`~semscale.kernels.blending.predict_region` on normalised input with the members loaded from
     the worker cache, on this worker's array module; numpy results (host copies of cupy ones)."""
@@ -183,12 +183,12 @@ def region_outputs(
 
     xp = array_module()
     res = predict_region(x, origin=origin, core=core, predict_fns=member_fns(members), geom=geom, xp=xp,
-                         with_labels=with_labels)
+                         with_labels=with_labels, with_members=with_members)
 
     def host(a: Any) -> np.ndarray:
         return a.get() if hasattr(a, "get") and xp is not np else np.asarray(a)
 
-    return tuple(host(a) for a in res) if with_labels else host(res)
+    return tuple(host(a) for a in res) if with_labels or with_members else host(res)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -79,12 +79,15 @@ class _BlockTask:
         return np.array([[[len(todo), time.perf_counter() - t0]]], np.float64)
 
     def _write(self, x: np.ndarray, origin: tuple[int, int], core: Core) -> None:
-        out, labels = region_outputs(x, origin=origin, core=core, members=self.members, geom=self.geom,
-                                     with_labels=True)
+        arrays = self.arrays
+        res = region_outputs(x, origin=origin, core=core, members=self.members, geom=self.geom,
+                             with_labels=True, with_members="members" in arrays)
+        out, labels = res[0], res[1]
         k = out.shape[-1] - 2
         region = (slice(*core[0]), slice(*core[1]))
-        arrays = self.arrays
         arrays["labels"][region] = labels
+        if "members" in arrays:
+            arrays["members"][(slice(None), *region)] = res[2]
         arrays["confidence"][region] = out[..., k].astype(np.float16)
         if "uncertainty" in arrays:
             arrays["uncertainty"][region] = out[..., k + 1].astype(np.float16)
@@ -128,7 +131,7 @@ def _prepare(
         if old.get("params") not in (None, params) and not overwrite:
             log.warning("settings changed for %s/%s; recomputing all blocks", name, image_id)
         store.create_predictions(name, image_id, n_classes=facts.n_classes, uncertainty=n_members > 1,
-                                 probabilities=cfg.probabilities)
+                                 probabilities=cfg.probabilities, members=n_members if n_members > 1 else 0)
         markers = DoneMarkers.create(g, grid, token)
     else:
         markers = DoneMarkers.require(g, grid, token)
@@ -142,7 +145,7 @@ def _pending(store: CampaignStore, name: str, image_id: str, markers: DoneMarker
     written = np.ones(grid.grid, bool)
     for arr in store.prediction_arrays(name, image_id).values():
         have = store.chunks_written(arr)
-        have = have.reshape(have.shape[-2:])  # probabilities: one chunk along the class axis
+        have = np.asarray(have.all(axis=tuple(range(have.ndim - 2))))  # probabilities, members: a leading axis
         ch = arr.chunks[-2:]
         for ix in grid.indices():
             ry, rx = grid.region(ix)

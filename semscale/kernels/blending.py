@@ -166,11 +166,13 @@ def predict_region(
     geom: Geometry,
     xp: Any = np,
     with_labels: bool = False,
+    with_members: bool = False,
 ) -> Any:
     """Outputs ``(h, w, K + 2)`` float32 (see :func:`combine_members`) for the global output range ``core``
     from normalised input ``padded`` whose pixel ``[0, 0]`` sits at global ``origin`` (px) and which covers
     :func:`~semscale.kernels.windows.input_extent` of ``core`` (with the uint8 labels too when
-    ``with_labels``). Pure: no I/O."""
+    ``with_labels``; and with ``with_members`` also each member's own labels, ``(M, h, w)`` uint8, as the
+    third item). Pure: no I/O."""
     for axis in range(2):
         lo, hi = input_extent(*core[axis], geom)
         if lo < origin[axis] or hi > origin[axis] + padded.shape[axis]:
@@ -180,4 +182,8 @@ def predict_region(
             )
     member = tile_member if geom.mode == "tile" else blend_windows
     probs = [member(padded, origin, core, member_fn(fn, geom, xp), geom, xp) for fn in predict_fns]
-    return combine_members(probs, xp, with_labels=with_labels)
+    combined = combine_members(probs, xp, with_labels=with_labels or with_members)
+    if not with_members:
+        return combined
+    out, labels = combined
+    return out, labels, xp.stack([argmax_last(p, xp)[0] for p in probs])

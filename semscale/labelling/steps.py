@@ -146,7 +146,7 @@ def scratch_labels(group: zarr.Group, name: str, grid: ChunkGrid) -> zarr.Array:
     if isinstance(arr, zarr.Array) and arr.shape == grid.shape and arr.chunks == grid.block:
         return arr
     return group.create_array(name, shape=grid.shape, chunks=grid.block, dtype="uint8", fill_value=IGNORE_LABEL,
-                              compressors=compressor(), overwrite=True)
+                              compressors=compressor(), overwrite=True, dimension_names=("y", "x"))
 
 
 # --- per-image seed sets -------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def save_seeds(group: zarr.Group, name: str, seeds: Seeds, token: int) -> None:
         arr = np.ascontiguousarray(arr)
         chunks = tuple(max(n, 1) for n in arr.shape)
         g.create_array(key, shape=arr.shape, chunks=chunks, dtype=arr.dtype, compressors=compressor(),
-                       overwrite=True)
+                       overwrite=True, dimension_names=("seed", "feature")[:arr.ndim])
         if arr.size:
             array(g, key)[...] = arr
     g.attrs["semscale"] = {"counts": seeds.counts}

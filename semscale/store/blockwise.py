@@ -90,7 +90,7 @@ class DoneMarkers:
         if name in group:
             del group[name]
         arr = group.create_array(name, shape=grid.grid, chunks=(1, 1), dtype="int64", fill_value=0,
-                                 compressors=None)
+                                 compressors=None, dimension_names=("block_y", "block_x"))
         return cls(arr, token)
 
     @classmethod

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -38,6 +39,7 @@ from semscale.store.ngff import (
     _write_pyramid,
     compressor,
     label_pyramid,
+    level_path,
     multiscales_metadata,
     write_dask,
 )
@@ -49,7 +51,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CampaignStore", "create_store", "open_store"]
+__all__ = ["LAYOUT", "CampaignStore", "create_store", "open_store"]
+
+LAYOUT = 2
+"""Version of the store layout. 2: pyramid levels at ``scale<n>/image`` (one array per group, so xarray
+opens the whole store); per-image statistics in ``stats/``, the per-time summary in ``stats/summary``."""
 
 
 class CampaignStore(StoreOutputs):
@@ -116,7 +122,7 @@ class CampaignStore(StoreOutputs):
         set_attrs(g, **values)
 
     def sem_array(self, image_id: str, level: int = 0) -> zarr.Array:
-        return array_at(self.image_group(image_id), str(level))
+        return array_at(self.image_group(image_id), level_path(level))
 
     def sem(self, image_id: str, level: int = 0) -> da.Array:
         """The SEM image (raw dtype) as a dask array chunked like the store."""
@@ -161,7 +167,7 @@ class CampaignStore(StoreOutputs):
         g = images.create_group(image_id)
         g.attrs["semscale"] = {**dict(attrs or {}), "complete": False}
         return g.create_array(
-            "0", shape=shape, chunks=chunks, dtype=dtype, compressors=compressor(), fill_value=0,
+            level_path(0), shape=shape, chunks=chunks, dtype=dtype, compressors=compressor(), fill_value=0,
             dimension_names=("y", "x"),
         )
 
@@ -237,7 +243,7 @@ class CampaignStore(StoreOutputs):
         Fill it (e.g. with ``dask.array.to_zarr`` or chunk-wise writes), then call :meth:`finish_labels`.
         """
         g = self.image_group(image_id)
-        sem0 = array_at(g, "0")
+        sem0 = array_at(g, level_path(0))
         labels = g.require_group("labels")
         names = list(ome_of(labels).get("labels", []))
         if name not in names:
@@ -248,7 +254,7 @@ class CampaignStore(StoreOutputs):
         lg = labels.create_group(name)
         lg.attrs["semscale"] = {**dict(attrs or {}), "complete": False}
         return lg.create_array(
-            "0", shape=sem0.shape, chunks=sem0.chunks, dtype="uint8", compressors=compressor(),
+            level_path(0), shape=sem0.shape, chunks=sem0.chunks, dtype="uint8", compressors=compressor(),
             fill_value=IGNORE_LABEL, dimension_names=("y", "x"),
         )
 
@@ -319,7 +325,7 @@ class CampaignStore(StoreOutputs):
         """Number of pyramid levels (``0, 1, ...``) of label image ``name`` of ``image_id``."""
         self.label_array(image_id, name)  # raises a clear error when missing
         group = group_at(self.root, paths.label(image_id, name))
-        return len([k for k in group.array_keys() if k.isdigit()])
+        return len([k for k in group.group_keys() if re.fullmatch(r"scale\d+", k)])
 
 
     # --- summary -----------------------------------------------------------------------------------
@@ -380,10 +386,10 @@ def create_store(
             )
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        store = CampaignStore(path, zarr.open_group(str(path), mode="a", zarr_format=3))
+        store = CampaignStore(path, zarr.open_group(str(path), mode="a", zarr_format=3, use_consolidated=False))
     store.update_meta(
         name=name, classes=list(classes), pixel_size_um=float(pixel_size_um),
-        semscale_version=__version__, **({"config": dict(config)} if config is not None else {}),
+        semscale_version=__version__, layout=LAYOUT, **({"config": dict(config)} if config is not None else {}),
     )
     return store
 
@@ -396,7 +402,29 @@ def open_store(path: str | Path, *, mode: Literal["r", "r+"] = "r+") -> Campaign
             f"Expected a semscale store (Zarr v3 group) at {path}. Got no zarr.json there. "
             "Create one with `semscale ingest CONFIG`."
         )
-    root = zarr.open_group(str(path), mode=mode, zarr_format=3)
+    if mode != "r":
+        _drop_consolidated(path)
+    # the hierarchy itself, never a consolidated snapshot of it: stages see what the others wrote
+    root = zarr.open_group(str(path), mode=mode, zarr_format=3, use_consolidated=False)
     if "semscale" not in root.attrs:
         raise StoreError(f"{path} is a Zarr group but not a semscale store (no `semscale` attrs).")
-    return CampaignStore(path, root)
+    store = CampaignStore(path, root)
+    made = store.meta.get("layout", 1)
+    if made != LAYOUT and store.image_ids(complete_only=False):
+        raise StoreError(
+            f"Expected a semscale store of layout {LAYOUT} at {path}. Got layout {made} (written by semscale "
+            f"{store.meta.get('semscale_version', '< 0.2')}), whose image levels this version cannot read; "
+            "ingest the campaign into a new store path (or delete the store and rerun `semscale run`)."
+        )
+    return store
+
+
+def _drop_consolidated(path: Path) -> None:
+    """Remove the root's consolidated metadata before anything writes, so no reader is served a snapshot
+    that misses what this run writes; :meth:`CampaignStore.consolidate` makes a new one at the end."""
+    import json
+
+    meta = path / "zarr.json"
+    doc = json.loads(meta.read_text(encoding="utf-8"))
+    if doc.pop("consolidated_metadata", None) is not None:
+        meta.write_text(json.dumps(doc, indent=2), encoding="utf-8")

@@ -6,6 +6,7 @@ Pure helpers over Zarr groups: they know metadata layouts, not store paths.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,13 @@ PHASE_COLORS: dict[str, tuple[int, int, int, int]] = {
 _FALLBACK_COLORS = [(228, 26, 28, 255), (152, 78, 163, 255), (255, 127, 0, 255), (166, 86, 40, 255)]
 
 
+def level_path(level: int) -> str:
+    """Path of pyramid level ``level`` inside a multiscale group: ``scale<level>/image``. One array per
+    group, so xarray opens every level as its own node (NGFF gives all levels the dimension names ``y``,
+    ``x``, which one xarray Dataset cannot hold at different sizes)."""
+    return f"scale{level}/image"
+
+
 def compressor() -> BloscCodec:
     """The fast lossless codec used for every array: Blosc zstd level 3 with bit-shuffle."""
     return BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
@@ -52,7 +60,7 @@ def multiscales_metadata(
         "axes": _axes(),
         "datasets": [
             {
-                "path": str(level),
+                "path": level_path(level),
                 "coordinateTransformations": [
                     {"type": "scale", "scale": [pixel_size_um * 2**level] * 2},
                 ],
@@ -128,15 +136,15 @@ def _write_pyramid(group: zarr.Group, *, kind: str) -> int:
     Works one output chunk at a time (reading the 2×2 chunks of the level above it), so memory is a few
     chunks whatever the image size.
     """
-    level0 = array_at(group, "0")
+    level0 = array_at(group, level_path(0))
     n = _n_levels(level0.shape)
-    for name in [k for k in group.array_keys() if k != "0"]:
+    for name in [k for k in group.group_keys() if re.fullmatch(r"scale\d+", k) and k != "scale0"]:
         del group[name]
     prev: zarr.Array = level0
     for level in range(1, n):
         shape = tuple(math.ceil(s / 2) for s in prev.shape)
         arr = group.create_array(
-            str(level), shape=shape, chunks=tuple(min(c, s) for c, s in zip(level0.chunks, shape)),
+            level_path(level), shape=shape, chunks=tuple(min(c, s) for c, s in zip(level0.chunks, shape)),
             dtype=level0.dtype, compressors=compressor(), fill_value=level0.fill_value,
             dimension_names=("y", "x"),
         )

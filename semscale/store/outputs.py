@@ -7,6 +7,8 @@ relies on the images half for ``root``, ``path``, the SEM arrays and the label i
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,13 +19,22 @@ import zarr
 from semscale import IGNORE_LABEL
 from semscale.errors import ModelError, StoreError
 from semscale.store import paths
-from semscale.store.ngff import compressor, label_group_metadata, label_pyramid
+from semscale.store.ngff import compressor, label_group_metadata, label_pyramid, level_path
 from semscale.store.nodes import array_at, attrs_of, group_at, set_attrs
 
 if TYPE_CHECKING:
     import dask.array as da
 
 __all__ = ["StoreOutputs"]
+
+LEVEL0 = f"labels/{level_path(0)}"
+"""Full-resolution predicted labels inside a prediction group."""
+MAPS = ("confidence", "uncertainty", "probabilities", "members")
+"""Per-pixel maps beside the labels, each at ``<name>/scale0/image`` (its own group, like a pyramid level)."""
+
+
+def _map(name: str) -> str:
+    return f"{name}/{level_path(0)}"
 
 
 class StoreOutputs:
@@ -88,12 +99,12 @@ class StoreOutputs:
         import dask.array as da
 
         g = self.prediction_group(model, image_id)
-        if "labels/0" not in g:
+        if LEVEL0 not in g:
             raise StoreError(
                 f"Expected labels in predictions/{model}/{image_id} of {self.path}. Got none; run "
                 "`semscale predict` for that image."
             )
-        return da.from_zarr(array_at(g, "labels/0"))
+        return da.from_zarr(array_at(g, LEVEL0))
 
     def prediction_models(self) -> list[str]:
         return sorted(group_at(self.root, paths.PREDICTIONS).group_keys()) if paths.PREDICTIONS in self.root else []
@@ -114,11 +125,7 @@ class StoreOutputs:
                 f"Expected complete predictions {model}/{image_id} in {self.path}. Got an unfinished run; "
                 "rerun `semscale predict` to finish it."
             )
-        out = {"labels": da.from_zarr(g["labels/0"])}
-        for name in ("confidence", "uncertainty", "probabilities"):
-            if name in g:
-                out[name] = da.from_zarr(g[name])
-        return out
+        return {name: da.from_zarr(arr) for name, arr in self.prediction_arrays(model, image_id).items()}
 
     def drop_predictions(self, image_id: str) -> list[str]:
         """Delete every model's predictions of ``image_id``; returns the models that had some."""
@@ -131,34 +138,39 @@ class StoreOutputs:
         return dropped
 
     def create_predictions(
-        self, model: str, image_id: str, *, n_classes: int, uncertainty: bool, probabilities: bool
+        self, model: str, image_id: str, *, n_classes: int, uncertainty: bool, probabilities: bool,
+        members: int = 0,
     ) -> zarr.Group:
-        """(Re)create the outputs of ``model`` for ``image_id``, shaped and chunked like the SEM: ``labels/0``
+        """(Re)create the outputs of ``model`` for ``image_id``, shaped and chunked like the SEM: ``labels``
         (uint8, 255 = not yet predicted, NGFF image-label), ``confidence``, ``uncertainty`` (ensembles) and
-        ``probabilities`` ``(K, H, W)`` (float16, NaN = not yet)."""
+        ``probabilities`` ``(K, H, W)`` (float16, NaN = not yet), and for an ensemble of ``members`` > 1
+        each member's own labels ``members`` ``(M, H, W)`` (uint8; the spread of the statistics), each at
+        ``<name>/scale0/image``."""
         sem = self.sem_array(image_id)
         g = self.prediction_group(model, image_id, create=True)
         for name in list(g.array_keys()) + list(g.group_keys()):
             del g[name]
         lg = g.create_group("labels")
-        lg.create_array("0", shape=sem.shape, chunks=sem.chunks, dtype="uint8", fill_value=IGNORE_LABEL,
+        lg.create_array(level_path(0), shape=sem.shape, chunks=sem.chunks, dtype="uint8", fill_value=IGNORE_LABEL,
                         compressors=compressor(), dimension_names=("y", "x"))
         lg.attrs["ome"] = label_group_metadata(f"{model}/{image_id}", self.pixel_size_um, 1, self.classes)
         for name in ["confidence"] + (["uncertainty"] if uncertainty else []):
-            g.create_array(name, shape=sem.shape, chunks=sem.chunks, dtype="float16", fill_value=np.nan,
+            g.create_array(_map(name), shape=sem.shape, chunks=sem.chunks, dtype="float16", fill_value=np.nan,
                            compressors=compressor(), dimension_names=("y", "x"))
         if probabilities:
-            g.create_array("probabilities", shape=(n_classes, *sem.shape), chunks=(n_classes, *sem.chunks),
+            g.create_array(_map("probabilities"), shape=(n_classes, *sem.shape), chunks=(n_classes, *sem.chunks),
                            dtype="float16", fill_value=np.nan, compressors=compressor(),
                            dimension_names=("c", "y", "x"))
+        if members > 1:
+            g.create_array(_map("members"), shape=(members, *sem.shape), chunks=(1, *sem.chunks), dtype="uint8",
+                           fill_value=IGNORE_LABEL, compressors=compressor(), dimension_names=("member", "y", "x"))
         return g
 
     def prediction_arrays(self, model: str, image_id: str) -> dict[str, zarr.Array]:
         """The level-0 output arrays of ``model`` for ``image_id`` that exist, by name (``labels``, ...)."""
         g = self.prediction_group(model, image_id)
-        out = {"labels": array_at(g, "labels/0")} if "labels" in g else {}
-        return out | {name: array_at(g, name) for name in ("confidence", "uncertainty", "probabilities")
-                      if name in g}
+        out = {"labels": array_at(g, LEVEL0)} if "labels" in g else {}
+        return out | {name: array_at(g, _map(name)) for name in MAPS if _map(name) in g}
 
     def chunks_written(self, array: zarr.Array) -> np.ndarray:
         """Which chunks of ``array`` are stored (bool over its chunk grid); chunks never written read as the
@@ -174,7 +186,7 @@ class StoreOutputs:
     def finish_predictions(self, model: str, image_id: str, *, changed: bool) -> None:
         """The label pyramid for viewers (napari, ome-zarr), rebuilt when labels ``changed`` or it is missing."""
         labels = group_at(self.prediction_group(model, image_id), "labels")
-        if changed or "1" not in labels:
+        if changed or level_path(1) not in labels:
             label_pyramid(labels, name=f"{model}/{image_id}", pixel_size_um=self.pixel_size_um,
                           classes=self.classes)
 
@@ -204,14 +216,56 @@ class StoreOutputs:
         meta["metrics"] = {**dict(meta.get("metrics", {})), ref: dict(result)}
         group.attrs["semscale"] = meta
 
+    def source_token(self, image_id: str, source: str | tuple[str, str]) -> str:
+        """A fingerprint of how label ``source`` of ``image_id`` was made (its provenance attrs and the SEM's
+        hash): it changes when the labels are rewritten from other inputs or settings, not when they are
+        scored."""
+        group, _ = self._source_group(image_id, source)
+        made = {k: v for k, v in attrs_of(group).items() if k not in ("metrics", "summary")}
+        sem = attrs_of(group_at(self.root, paths.image(image_id))).get("sha256")
+        text = json.dumps([made, sem], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     # --- stats, report, scratch ---------------------------------------------------------------------
     @property
     def stats_group(self) -> str:
-        """The Zarr group (relative to the store) of the campaign statistics (an xarray Dataset)."""
+        """The Zarr group (relative to the store) of the per-image statistics (an xarray Dataset)."""
         return paths.STATS
+
+    @property
+    def stats_summary_group(self) -> str:
+        """The Zarr group of the per-(sample, oxidation time) summary (an xarray Dataset)."""
+        return paths.STATS_SUMMARY
 
     def has_stats(self) -> bool:
         return paths.STATS in self.root
+
+    def read_stats(self) -> Any:
+        """The stored per-image statistics (lazy :class:`xarray.Dataset`), or None when there are none."""
+        import xarray as xr
+
+        if not self.has_stats() or "image" not in group_at(self.root, paths.STATS):
+            return None
+        return xr.open_zarr(str(self.path), group=paths.STATS, consolidated=False)
+
+    def write_stats(self, images: Any, summary: Any) -> None:
+        """Write the per-image Dataset to ``stats/`` and the summary to ``stats/summary`` (Zarr v3, via
+        xarray; consolidate the store afterwards)."""
+        images.to_zarr(str(self.path), group=paths.STATS, mode="w", zarr_format=3, consolidated=False)
+        summary.to_zarr(str(self.path), group=paths.STATS_SUMMARY, mode="w", zarr_format=3, consolidated=False)
+
+    def consolidate(self) -> None:
+        """Consolidated metadata of the whole store in its root (what xarray and other readers open in one
+        read, without a warning). semscale itself never reads it, and opening a store for writing removes it
+        until the next consolidation (``semscale stats`` and ``semscale run`` end with one), so it is never a
+        stale snapshot."""
+        import warnings
+
+        with warnings.catch_warnings():
+            # consolidated metadata is not (yet) in the Zarr v3 spec; zarr-python, xarray and ome-zarr read it.
+            # Files beside the arrays (report/, models/) are not Zarr nodes and are left out.
+            warnings.simplefilter("ignore", UserWarning)
+            zarr.consolidate_metadata(str(self.path), zarr_format=3)
 
     def report_dir(self) -> Path:
         """``report/`` (a Zarr group, so tools see it), created on first use."""

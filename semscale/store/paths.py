@@ -6,8 +6,10 @@ uses them, so the layout in ``docs/architecture.md`` can change here without tou
 
 from __future__ import annotations
 
+from semscale.store.ngff import level_path
+
 __all__ = [
-    "EDS", "IMAGES", "MODELS", "PREDICTIONS", "REPORT", "SCRATCH", "STATS",
+    "EDS", "IMAGES", "MODELS", "PREDICTIONS", "REPORT", "SCRATCH", "STATS", "STATS_SUMMARY",
     "eds", "image", "label", "label_level", "labels", "member_file", "model", "prediction", "scratch",
     "sem_level",
 ]
@@ -17,6 +19,7 @@ EDS = "eds"
 MODELS = "models"
 PREDICTIONS = "predictions"
 STATS = "stats"
+STATS_SUMMARY = "stats/summary"
 REPORT = "report"
 SCRATCH = "scratch"
 """Intermediate results of unfinished stages (per-block resume); dropped once a stage completes."""
@@ -37,7 +40,7 @@ def image(image_id: str) -> str:
 
 
 def sem_level(image_id: str, level: int = 0) -> str:
-    return f"{IMAGES}/{image_id}/{level}"
+    return f"{IMAGES}/{image_id}/{level_path(level)}"
 
 
 def labels(image_id: str) -> str:
@@ -49,7 +52,7 @@ def label(image_id: str, name: str) -> str:
 
 
 def label_level(image_id: str, name: str, level: int = 0) -> str:
-    return f"{IMAGES}/{image_id}/labels/{name}/{level}"
+    return f"{IMAGES}/{image_id}/labels/{name}/{level_path(level)}"
 
 
 def eds(image_id: str) -> str:

@@ -43,7 +43,7 @@ def test_predict_to_store_writes_resumes_and_is_bit_identical(tmp_path, client, 
     # a label pyramid for viewers: nearest-neighbour levels, declared in the NGFF multiscales
     paths = [d["path"] for d in ome["multiscales"][0]["datasets"]]
     assert len(paths) >= 2 and all(p in g["labels"] for p in paths)
-    np.testing.assert_array_equal(g["labels/1"][:], outs["labels"][::2, ::2])
+    np.testing.assert_array_equal(g["labels/scale1/image"][:], outs["labels"][::2, ::2])
     # done markers: the settings hash, in every block
     assert (g["done"][:] == settings_hash(g.attrs["semscale"]["params"])).all()
     # same numbers as the lazy dask path on the same chunking
@@ -53,13 +53,18 @@ def test_predict_to_store_writes_resumes_and_is_bit_identical(tmp_path, client, 
     np.testing.assert_array_equal(outs["confidence"], want[1].astype(np.float16))
     np.testing.assert_array_equal(outs["uncertainty"], want[2].astype(np.float16))
     np.testing.assert_allclose(outs["probabilities"].astype(np.float32).sum(0), 1.0, atol=4e-3)
+    # each member's own labels, for the spread of the statistics: those of the member alone
+    assert outs["members"].shape == (2, 150, 131)
+    for m, path in enumerate(tiny_ensemble_paths):
+        alone = predict(da.from_array(img, chunks=64), models=[path], cfg=cfg, norm=store.norm("im"))["labels"]
+        np.testing.assert_array_equal(outs["members"][m], alone.compute())
 
     again = predict_to_store(store, "im", cfg, **kw)
     assert again["computed"] == 0 and again["skipped"] == 9
 
     # delete two label chunks and one confidence chunk (other blocks): exactly those blocks are redone
-    labels_files = _chunk_files(store, "ens", "labels/0")
-    conf_files = _chunk_files(store, "ens", "confidence")
+    labels_files = _chunk_files(store, "ens", "labels/scale0/image")
+    conf_files = _chunk_files(store, "ens", "confidence/scale0/image")
     for f in [labels_files[0], labels_files[4], conf_files[8]]:
         f.unlink()
     third = predict_to_store(store, "im", cfg, **kw)
@@ -119,7 +124,7 @@ def test_halo_from_map_overlap_gives_the_same_outputs(tmp_path, tiny_ensemble_pa
         predict_to_store(store, "im", cfg, models=tiny_ensemble_paths, model_name=f"overlap-{mode}")
         monkeypatch.setattr(to_store, "_HALO_READS", True)
         a, b = store.predictions(f"reads-{mode}", "im"), store.predictions(f"overlap-{mode}", "im")
-        assert set(a) == set(b) == {"labels", "confidence", "uncertainty", "probabilities"}
+        assert set(a) == set(b) == {"labels", "confidence", "uncertainty", "probabilities", "members"}
         for name in a:
             np.testing.assert_array_equal(a[name].compute(), b[name].compute())
 

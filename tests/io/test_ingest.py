@@ -67,7 +67,7 @@ def test_sem_round_trip_with_ngff_metadata(tmp_path: Path, dtype, shape) -> None
     if len(ms["datasets"]) == 1:
         return
     # the level-1 pyramid is the rounded 2x2 mean
-    l1 = np.asarray(group["1"][:2, :2], dtype=float)
+    l1 = np.asarray(group["scale1/image"][:2, :2], dtype=float)
     ref = img[:4, :4].astype(float).reshape(2, 2, 2, 2).mean(axis=(1, 3))
     np.testing.assert_allclose(l1, np.rint(ref))
 

@@ -12,19 +12,19 @@ def test_pyramid_levels_halve_with_mean_and_nearest(tmp_path, monkeypatch) -> No
     monkeypatch.setattr(ngff, "PYRAMID_MIN_SIZE", 16)
     g = zarr.open_group(str(tmp_path / "p.zarr"), mode="w")
     data = np.random.default_rng(0).integers(0, 255, (37, 70)).astype(np.uint8)
-    g.create_array("0", shape=data.shape, chunks=(16, 16), dtype="uint8", fill_value=0)[:] = data
+    g.create_array("scale0/image", shape=data.shape, chunks=(16, 16), dtype="uint8", fill_value=0)[:] = data
     n = ngff._write_pyramid(g, kind="mean")
     assert n == 4
-    lvl1 = np.asarray(g["1"][...])
+    lvl1 = np.asarray(g["scale1/image"][...])
     assert lvl1.shape == (19, 35)
     pad = np.pad(data, ((0, 1), (0, 0)), mode="edge").astype(np.float32)
     np.testing.assert_array_equal(lvl1, np.rint(pad.reshape(19, 2, 35, 2).mean(axis=(1, 3))).astype(np.uint8))
     labels = zarr.open_group(str(tmp_path / "l.zarr"), mode="w")
-    labels.create_array("0", shape=data.shape, chunks=(16, 16), dtype="uint8", fill_value=255)[:] = data % 4
+    labels.create_array("scale0/image", shape=data.shape, chunks=(16, 16), dtype="uint8", fill_value=255)[:] = data % 4
     ngff.label_pyramid(labels, name="t", pixel_size_um=0.1, classes=("pore", "NiO", "Ni", "YSZ"))
-    np.testing.assert_array_equal(labels["1"][...], (data % 4)[::2, ::2])
+    np.testing.assert_array_equal(labels["scale1/image"][...], (data % 4)[::2, ::2])
     ms = labels.attrs["ome"]["multiscales"][0]
-    assert ms["type"] == "nearest" and [d["path"] for d in ms["datasets"]] == ["0", "1", "2", "3"]
+    assert ms["type"] == "nearest" and [d["path"] for d in ms["datasets"]] == [f"scale{i}/image" for i in range(4)]
     assert ms["datasets"][2]["coordinateTransformations"][0]["scale"] == [0.4, 0.4]
 
 

@@ -28,7 +28,7 @@ def test_models_predictions_and_scratch(store) -> None:
     assert store.model_attrs("unet")["summary"] == {"n": 2} and folder.is_dir()
 
     g = store.prediction_group("unet", "im", create=True)
-    g.create_group("labels").create_array("0", shape=(40, 60), dtype="uint8", fill_value=1)
+    g.create_group("labels").create_array("scale0/image", shape=(40, 60), dtype="uint8", fill_value=1)
     assert not store.has_predictions("unet", "im") and store.has_predictions("unet", "im", complete=False)
     with pytest.raises(StoreError, match="unfinished run"):
         store.predictions("unet", "im")

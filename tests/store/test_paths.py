@@ -6,8 +6,8 @@ from semscale.store import paths
 
 
 def test_keys_follow_the_documented_layout() -> None:
-    assert paths.sem_level("t1", 2) == "images/t1/2"
-    assert paths.label_level("t1", "target") == "images/t1/labels/target/0"
+    assert paths.sem_level("t1", 2) == "images/t1/scale2/image"
+    assert paths.label_level("t1", "target") == "images/t1/labels/target/scale0/image"
     assert paths.eds("t1") == "eds/t1"
     assert paths.prediction("unet", "t1") == "predictions/unet/t1"
     assert paths.member_file("unet", 3) == "models/unet/member_3.keras"
