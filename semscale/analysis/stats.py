@@ -112,7 +112,8 @@ def _empty(name: str, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _settings(cfg: StatsConfig, sources: Sequence[Source], pixel_size_um: float) -> str:
-    return json.dumps({"stats": dataclasses.asdict(cfg), "pixel_size_um": pixel_size_um,
+    measures = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "netcdf"}  # files, not numbers
+    return json.dumps({"stats": measures, "pixel_size_um": pixel_size_um,
                        "sources": [[s.suffix, *s.key] for s in sources]}, sort_keys=True)
 
 
