@@ -31,7 +31,7 @@ from semscale.kernels.morphometry import (
 __all__ = ["class_indices", "measure"]
 
 
-def class_indices(classes: Sequence[str], names: Sequence[str], key: str) -> tuple[int, ...] | None:
+def class_indices(classes: Sequence[str], names: Sequence[str]) -> tuple[int, ...] | None:
     """Indices of ``names`` among ``classes``; None (the quantity is not defined) if one is missing."""
     if not all(n in classes for n in names):
         return None
@@ -60,8 +60,8 @@ def measure(labels: Any, *, cfg: StatsConfig, classes: Sequence[str], pixel_size
     if arr.ndim != 2 or arr.dtype != np.uint8:
         raise ConfigError(f"Expected a 2-D uint8 label image. Got {arr.ndim}-D {arr.dtype}.")
     K = len(classes)
-    tpb = class_indices(classes, cfg.tpb_phases, "stats.tpb_phases")
-    ox = class_indices(classes, cfg.oxidation, "stats.oxidation")
+    tpb = class_indices(classes, cfg.tpb_phases)
+    ox = class_indices(classes, cfg.oxidation)
     oxidation = (ox[0], ox[1]) if ox is not None else None
     tile_px = cfg.tile_px(pixel_size_um)
     padded = da.overlap.overlap(arr, depth={0: 1, 1: 1}, boundary={0: IGNORE_LABEL, 1: IGNORE_LABEL})
@@ -87,7 +87,7 @@ def measure(labels: Any, *, cfg: StatsConfig, classes: Sequence[str], pixel_size
     ci = bootstrap_interval(grid.reshape(-1, layout.width), draws=cfg.bootstrap, confidence=cfg.confidence,
                             seed=cfg.seed, **kw)
     out: dict[str, Any] = {"pixel_count": total[:K].copy(), "tpb_count": np.int64(total[layout.tpb]),
-                           "phase_area": total[:K] * pixel_size_um**2, "tile_px": tile_px}
+                           "phase_area": total[:K] * pixel_size_um**2}
     for name, v in values.items():
         out[name] = v
         out[f"{name}_ci"] = ci[name] if not (name.startswith("tpb") and tpb is None) else np.full(

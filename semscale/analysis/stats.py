@@ -475,11 +475,10 @@ def update_stats(store: CampaignStore, cfg: StatsConfig = StatsConfig(),  # noqa
                  and all(Path(p).exists() for p in files.values()))
     if previous is not None:
         previous.close()
+    summary = summarise(ds)
     if unchanged:
         log.info("stats: unchanged (%d images)", ds.sizes["image"])
-        summary = summarise(ds)
     else:
-        summary = summarise(ds)
         store.write_stats(ds, summary)
         write_tables(ds, report)
         plot_fractions(ds, files["plot"])
