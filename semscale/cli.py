@@ -3,7 +3,7 @@
 Options that mirror a config setting (``--epochs``, ``--mode``, ``--gpu`` …) become a new config section
 (:func:`apply_overrides`, ``dataclasses.replace``); their choices and defaults are read from
 :mod:`semscale.config`. Every command returns a result; ``main`` prints it on stdout — as JSON with
-``--json``, else as text — and everything else (logs, progress, warnings) goes to stderr. Imports of the
+``--json``, else as text formatted by :mod:`semscale.cli_text` — and everything else (logs, progress, warnings) goes to stderr. Imports of the
 heavy stack (Keras/TensorFlow, dask, zarr) happen inside the commands, so ``semscale --help`` is instant.
 Errors print as one line and exit with status 1 (``--debug`` shows the traceback).
 """
@@ -13,16 +13,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import logging
-import math
-import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from semscale._version import __version__
+from semscale.cli_text import campaign_text, info_text, models_text, stats_text, to_json
 from semscale.config import CampaignConfig, ClusterConfig, InferenceConfig, TrainingConfig, choices
 from semscale.pipeline import STAGES
 
@@ -95,112 +93,6 @@ def _store_path(value: str) -> Path:
     return path
 
 
-# --- output -----------------------------------------------------------------------------------------
-def _plain(obj: Any) -> Any:
-    """JSON-ready data: paths as strings, numpy values as Python ones, NaN/inf as null."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [_plain(v) for v in obj]
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _plain(dataclasses.asdict(obj))
-    if hasattr(obj, "tolist"):  # numpy arrays and scalars
-        return _plain(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    return str(obj)
-
-
-def to_json(data: Any) -> str:
-    return json.dumps(_plain(data), indent=2, allow_nan=False)
-
-
-def _layout(rows: Sequence[Mapping[str, str]], *, wide: bool, tty: bool) -> str:
-    """Rows as an aligned table (``wide``, or a terminal it fits) or one ``key: value`` block per row."""
-    if not rows:
-        return ""
-    headers = list(rows[0])
-    cells = [{h: str(r.get(h) or "-") for h in headers} for r in rows]
-    widths = {h: max(len(h), *(len(c[h]) for c in cells)) for h in headers}
-    if wide or (tty and sum(widths.values()) + 2 * len(headers) <= shutil.get_terminal_size().columns):
-        lines = [[h.ljust(widths[h]) for h in headers]] + [[c[h].ljust(widths[h]) for h in headers] for c in cells]
-        return "\n".join("  ".join(line).rstrip() for line in lines)
-    title, *rest = headers
-    return "\n\n".join("\n".join([c[title], *(f"  {h}: {c[h]}" for h in rest)]) for c in cells)
-
-
-def _info_text(summary: Mapping[str, Any], *, wide: bool, tty: bool) -> str:
-    def x(values: Sequence[Any]) -> str:
-        return "×".join(map(str, values))
-
-    rows = [{
-        "image": im["id"] + ("" if im["complete"] else " (incomplete)"), "shape": x(im["shape"]),
-        "chunks": x(im["chunks"]), "dtype": im["dtype"], "levels": str(im["levels"]), "sample": im["sample"],
-        "t [min]": "" if im["oxidation_min"] is None else f"{im['oxidation_min']:g}", "role": im["role"],
-        "EDS": ",".join(im["eds"]), "labels": ",".join(im["labels"]), "predictions": ",".join(im["predictions"]),
-    } for im in summary["images"]]
-    head = (f"{summary.get('name', '?')} — {summary['path']}\nclasses: {', '.join(summary.get('classes', []))}"
-            f"   pixel size: {summary.get('pixel_size_um')} µm   semscale {summary.get('semscale_version', '?')}")
-    tail = f"models: {', '.join(summary['models']) or 'none'}   stats: {'yes' if summary['stats'] else 'no'}"
-    return "\n\n".join(p for p in (head, _layout(rows, wide=wide, tty=tty), tail) if p)
-
-
-def _models_text(models: Sequence[Mapping[str, Any]], *, wide: bool, tty: bool) -> str:
-    if not models:
-        return "no models"
-
-    def f(v: Any) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
-
-    rows = []
-    for m in models:
-        for mem in m["members"]:
-            rows.append({"model/member": f"{m['name']}/{mem['member']}", "val acc": f(mem["val_accuracy"]),
-                         "val mIoU": f(mem["val_mean_iou"]), "best epoch": f(mem["best_epoch"]),
-                         "epochs": f(mem["epochs_trained"]), "patch": f(m["patch_size"]),
-                         "labels": f(m["label_source"])})
-        rows.append({"model/member": f"{m['name']}/mean", "val acc": f(m["val_accuracy"]),
-                     "val mIoU": f(m["val_mean_iou"]), "best epoch": "", "epochs": "",
-                     "patch": f(m["patch_size"]), "labels": f(m["label_source"])})
-    progress = [f"{m['name']}: in progress {m['in_progress']}" for m in models if m.get("in_progress")]
-    return "\n".join([_layout(rows, wide=wide, tty=tty), *progress])
-
-
-def _report(config: CampaignConfig, summary: Mapping[str, Any]) -> str:
-    from semscale.analysis.metrics import format_confusion
-
-    parts = []
-    ev = summary.get("evaluate", {})
-    for key, title in (("target_vs_truth", "EDS-guided targets vs ground truth"),
-                       ("model_vs_truth", f"U-Net `{config.model_name}` vs ground truth"),
-                       ("model_vs_target", f"U-Net `{config.model_name}` vs targets")):
-        total = (ev.get(key) or {}).get("total")
-        if total:
-            parts.append(format_confusion(total, title=title) + "\n")
-    if "stats" in summary:
-        parts.append(_stats_text(summary["stats"]))
-    parts.append(f"store: {config.store}   ({summary['seconds']:.0f} s)")
-    return "\n".join(parts)
-
-
-def _stats_text(result: Mapping[str, Any]) -> str:
-    """The model's fraction errors against target / truth per phase, and where the files are."""
-    lines = []
-    for ref in ("truth", "target"):
-        mae, rmse, bias = (result["errors"].get(f"fraction_{k}_{ref}", {}) for k in ("mae", "rmse", "bias"))
-        if mae and any(v is not None and math.isfinite(v) for v in mae.values()):
-            lines.append(f"area fraction vs {ref}, images not used for training (percentage points):")
-            lines += [f"  {phase:<6} MAE {mae[phase]:6.2f}   RMSE {rmse[phase]:6.2f}   bias {bias[phase]:+6.2f}"
-                      for phase in mae]
-    state = "updated" if result["changed"] else "unchanged"
-    files = result["files"]
-    lines.append(f"statistics ({state}; {len(result['measured'])} of {len(result['images'])} images measured "
-                 f"now): {files['zarr']}\ntables: {files['csv']}, {files['interfaces_csv']}\nplot:   {files['plot']}")
-    return "\n".join(lines)
-
-
 # --- commands ---------------------------------------------------------------------------------------
 @_command("synth")
 def _cmd_synth(args: argparse.Namespace) -> Result:
@@ -229,7 +121,7 @@ def _cmd_info(args: argparse.Namespace) -> Result:
     from semscale.store import open_store
 
     summary = open_store(_store_path(args.store), mode="r").summary()
-    return Result(summary, _info_text(summary, wide=args.wide, tty=args.tty))
+    return Result(summary, info_text(summary, wide=args.wide, tty=args.tty))
 
 
 @_command("label")
@@ -258,7 +150,7 @@ def _cmd_train(args: argparse.Namespace) -> Result:
     with get_client(config.cluster) if use_cluster else contextlib.nullcontext() as client:
         train(config, store, client=client, fresh=args.fresh)
     trained = models(store, name=config.training.name)
-    return Result({"store": store.path, "models": trained}, _models_text(trained, wide=args.wide, tty=args.tty))
+    return Result({"store": store.path, "models": trained}, models_text(trained, wide=args.wide, tty=args.tty))
 
 
 @_command("models")
@@ -267,7 +159,7 @@ def _cmd_models(args: argparse.Namespace) -> Result:
     from semscale.store import open_store
 
     found = models(open_store(_store_path(args.store), mode="r"))
-    return Result(found, _models_text(found, wide=args.wide, tty=args.tty))
+    return Result(found, models_text(found, wide=args.wide, tty=args.tty))
 
 
 @_command("predict")
@@ -331,7 +223,7 @@ def _cmd_stats(args: argparse.Namespace) -> Result:
     if args.netcdf:
         config = dataclasses.replace(config, stats=dataclasses.replace(config.stats, netcdf=True))
     result = stats(config, store, model=args.model, labels=args.labels)
-    return Result(result, _stats_text(result))
+    return Result(result, stats_text(result))
 
 
 @_command("run")
@@ -340,7 +232,7 @@ def _cmd_run(args: argparse.Namespace) -> Result:
 
     config = _config(args)
     summary = run_campaign(config, stages=args.stages or STAGES, overwrite=args.overwrite)
-    return Result(summary, _report(config, summary))
+    return Result(summary, campaign_text(config, summary))
 
 
 @_command("demo")
@@ -351,7 +243,7 @@ def _cmd_demo(args: argparse.Namespace) -> Result:
     config = apply_overrides(write_demo_campaign(args.out, size=args.size, seed=args.seed), args)
     log.info("demo campaign: %s", config.source)
     summary = run_campaign(config)
-    return Result({"config": config.source, **summary}, _report(config, summary))
+    return Result({"config": config.source, **summary}, campaign_text(config, summary))
 
 
 # --- parser -----------------------------------------------------------------------------------------
