@@ -196,7 +196,7 @@ def s32_crop(store: Any, model: Path) -> tuple[np.ndarray, dict[str, Any]]:
     x = apply_norm(raw, store.norm("bench"))
     log("average s=32 on the crop")
     t0 = time.perf_counter()
-    out = predict_region(x, origin=(lo0, lo1), core=core, predict_fns=member_fns(members), geom=geom)
+    out = predict_region(x, origin=(lo0, lo1), core=core, predict_fns=member_fns(members)[0], geom=geom)
     dt = time.perf_counter() - t0
     from semscale.inference import count_evaluations, window_starts
 

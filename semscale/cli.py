@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from semscale._version import __version__
 from semscale.cli_text import campaign_text, info_text, models_text, stats_text, to_json
 from semscale.config import CampaignConfig, ClusterConfig, InferenceConfig, TrainingConfig, choices
+from semscale.errors import ConfigError
+from semscale.kernels.norm import NORMALISATIONS
 from semscale.pipeline import STAGES
 
 if TYPE_CHECKING:
@@ -158,8 +160,26 @@ def _cmd_models(args: argparse.Namespace) -> Result:
     from semscale.pipeline import models
     from semscale.store import open_store
 
+    if args.store == "import":
+        return _import_models(args)
+    if args.files:
+        raise ConfigError(f"Expected `semscale models STORE` or `semscale models import STORE FILE...`. Got extra "
+                          f"arguments {args.files}.")
     found = models(open_store(_store_path(args.store), mode="r"))
     return Result(found, models_text(found, wide=args.wide, tty=args.tty))
+
+
+def _import_models(args: argparse.Namespace) -> Result:
+    from semscale.inference.published import import_models
+    from semscale.store import open_store
+
+    if len(args.files) < 2 or not args.name:
+        raise ConfigError("Expected `semscale models import STORE FILE... --name NAME`. Got "
+                          f"{len(args.files)} path(s) and name {args.name!r}.")
+    store = open_store(_store_path(args.files[0]), mode="r+")
+    row = import_models(store, args.files[1:], name=args.name, normalisation=args.normalisation,
+                        mc_dropout=args.mc_dropout, seed=args.seed, classes=args.classes, overwrite=args.overwrite)
+    return Result(row, models_text([row], wide=args.wide, tty=args.tty))
 
 
 @_command("predict")
@@ -320,8 +340,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", action="store_true", help="train members as parallel Dask tasks")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming checkpoints")
 
-    p = sub.add_parser("models", parents=[out, wide], help="list a store's models with their metrics")
-    p.add_argument("store", metavar="STORE|CONFIG")
+    p = sub.add_parser("models", parents=[out, wide],
+                       help="list a store's models; `models import STORE FILE...` brings in Keras HDF5 models")
+    p.add_argument("store", metavar="STORE|CONFIG|import")
+    p.add_argument("files", nargs="*", metavar="STORE FILE", help="with `import`: the store, then HDF5 file(s)")
+    p.add_argument("--name", help="import: model name in the store")
+    p.add_argument("--normalisation", choices=NORMALISATIONS, default="image",
+                   help="import: how the model expects its input (patch-l2: the published study's per-window "
+                        "L2 norm along the rows; image: semscale's per-image percentiles)")
+    p.add_argument("--mc-dropout", type=int, default=0, metavar="N",
+                   help="import: N Monte-Carlo dropout passes at inference (mean and std); 0: dropout off")
+    p.add_argument("--seed", type=int, default=0, help="import: seed of the Monte-Carlo dropout masks")
+    p.add_argument("--classes", nargs="+", help="import: output class names in order (default: the store's)")
+    p.add_argument("--overwrite", action="store_true", help="import: replace an existing model of that name")
 
     p = sub.add_parser("predict", parents=[out, cluster],
                        help="segment a campaign, a store's images or one image file")

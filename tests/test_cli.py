@@ -209,3 +209,36 @@ def test_stats_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert json.loads(capsys.readouterr().out)["measured"] == list(TIMES)
     assert main(["stats", str(store.path), "--model", "nosuch"]) == 1
     assert "nosuch" in capsys.readouterr().err
+
+
+def test_models_import_then_predict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`semscale models import STORE FILE --name N --normalisation patch-l2`, then `predict --mode average`;
+    tile mode and a junk file are refused with one-line errors."""
+    from tests.inference.test_published import published_unet, sem, store_with_image
+
+    h5 = tmp_path / "unet_1.h5"
+    published_unet(training_dropout=True).save(h5)
+    store = store_with_image(tmp_path, sem((256, 320)))
+    store.update_meta(config={"name": "c", "store": str(store.path), "pixel_size_um": 0.05,
+                              "images": [{"id": "a", "sem": "x.tif", "role": "predict"}]})
+    args = ["models", "import", str(store.path), str(h5), "--name", "pub", "--normalisation", "patch-l2"]
+    assert main([*args, "--mc-dropout", "2", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["name"] == "pub" and row["n_members"] == 1
+    assert main(["predict", str(store.path), "--model", "pub", "--mode", "average", "--stride", "128",
+                 "--probabilities", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"] == "pub" and out["images"][0]["computed"] == out["images"][0]["blocks"]
+    arrays = store.prediction_arrays("pub", "a")
+    assert {"labels", "confidence", "uncertainty", "probabilities"} <= set(arrays)
+    assert main(["predict", str(store.path), "--model", "pub", "--mode", "tile"]) == 1
+    assert "--mode average" in capsys.readouterr().err
+    junk = tmp_path / "junk.h5"
+    junk.write_text("junk")
+    assert main(["models", "import", str(store.path), str(junk), "--name", "bad"]) == 1
+    err = capsys.readouterr().err
+    assert "junk.h5" in err and len(err.strip().splitlines()) == 1
+    assert main([*args]) == 1  # the name is taken
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["models", str(store.path), "--json"]) == 0
+    assert [m["name"] for m in json.loads(capsys.readouterr().out)] == ["pub"]

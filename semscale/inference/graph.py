@@ -22,7 +22,14 @@ import numpy as np
 
 from semscale.config import InferenceConfig
 from semscale.errors import ConfigError
-from semscale.inference.members import Member, Models, make_geometry, member_fns, resolve_members
+from semscale.inference.members import (
+    Member,
+    Models,
+    input_norm,
+    make_geometry,
+    member_fns,
+    resolve_members,
+)
 from semscale.kernels.blending import Core, predict_region
 from semscale.kernels.windows import Geometry, read_symmetric, required_depth
 
@@ -182,8 +189,10 @@ def region_outputs(
     from semscale.runtime.backend import array_module
 
     xp = array_module()
-    res = predict_region(x, origin=origin, core=core, predict_fns=member_fns(members), geom=geom, xp=xp,
-                         with_labels=with_labels, with_members=with_members)
+    per_member = member_fns(members)
+    res = predict_region(x, origin=origin, core=core, predict_fns=[f for fns in per_member for f in fns],
+                         geom=geom, xp=xp, with_labels=with_labels, with_members=with_members,
+                         passes=[len(fns) for fns in per_member])
 
     def host(a: Any) -> np.ndarray:
         return a.get() if hasattr(a, "get") and xp is not np else np.asarray(a)
@@ -235,17 +244,19 @@ def predict(
     ensemble mean), ``labels`` ``(H, W)`` uint8, ``confidence`` and ``uncertainty`` ``(H, W)`` float32.
 
     ``image`` is normalised float32, or raw with ``norm`` (the image's stored normalisation,
-    ``store.norm(image_id)``). ``models``: ``.keras`` paths with sidecars (or, for tests, callables
+    ``store.norm(image_id)``; ignored for models that normalise each window, which get raw values). ``models``: ``.keras`` paths with sidecars (or, for tests, callables
     ``(n, h, w, 1) → (n, h, w, K)``). Settings come from ``cfg`` (``patch_size``: the sidecar's by default;
     ``stride``: the patch size). Each chunk of ``image`` is predicted from its own input extent, so the
     window modes give the same numbers for any chunking.
     """
-    check_image(image, norm)
     members, facts = resolve_members(models)
+    norm = input_norm(facts, norm)
+    if facts.normalisation != "patch-l2":
+        check_image(image, norm)
     geom = make_geometry(cfg, facts)
     k = facts.n_classes
     layout = layout_for(image.chunks, geom)
-    fn = _PredictTask(tuple(members), geom, dict(norm) if norm is not None else None)
+    fn = _PredictTask(tuple(members), geom, norm)
     stacked = map_tasks(image, fn, layout, channels=k + 2)
     probs = stacked[..., :k]
     return {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ __all__ = [
     "ModelRef",
     "Models",
     "as_list",
+    "input_norm",
     "make_geometry",
     "member_fns",
     "resolve_members",
@@ -64,15 +65,30 @@ class ModelFacts:
     """Largest one-sided receptive-field extent of the members (px)."""
     patch_size: int | None
     """The first member's training patch size (px), if known."""
+    normalisation: str = "image"
+    """``image`` (the stored per-image percentiles) or ``patch-l2`` (each window on its own, raw input)."""
+    input_size: int | None = None
+    """The fixed input edge (px) of networks that take only one size (imported models), else None."""
+    samples: int = 1
+    """Probability maps the ensemble yields per pixel: one per member, or its Monte-Carlo dropout passes."""
 
 
 def make_geometry(cfg: InferenceConfig, facts: ModelFacts) -> Geometry:
     """The one place a :class:`Geometry` is built: settings from ``cfg``, network facts from ``facts``.
 
     ``patch_size`` defaults to the model's (sidecar) and ``stride`` to the patch size; the halo is the
-    receptive field's one-sided extent rounded up to the network's multiple."""
+    receptive field's one-sided extent rounded up to the network's multiple. Networks that normalise each
+    window (``patch-l2``) or take one input size only run in the window modes, at that size."""
     patch = cfg.patch_size if cfg.patch_size is not None else facts.patch_size
     stride = cfg.stride if cfg.stride is not None else patch
+    if cfg.mode == "tile" and (facts.normalisation == "patch-l2" or facts.input_size is not None):
+        why = "normalises each window on its own" if facts.normalisation == "patch-l2" else \
+            f"takes {facts.input_size}² px inputs only"
+        raise ConfigError(f"Expected `inference.mode` average or gaussian for this model: it {why}. Got mode "
+                          "'tile'; pass --mode average (the published procedure) or --mode gaussian.")
+    if facts.input_size is not None and patch != facts.input_size:
+        raise ConfigError(f"Expected `inference.patch_size` {facts.input_size} (the model's fixed input). Got "
+                          f"{patch}; leave it unset.")
     return Geometry(
         mode=cfg.mode, patch_size=patch, stride=stride, halo=align_up(facts.halo_px, facts.multiple),
         multiple=facts.multiple, tile_size=cfg.tile_size, sigma_fraction=cfg.sigma_fraction, tta=cfg.tta,
@@ -101,11 +117,15 @@ def _file_facts(member: str | Path | ModelRef) -> tuple[ModelRef, ModelFacts]:
 
     path = Path(member.path if isinstance(member, ModelRef) else member).resolve()
     meta = read_sidecar(path)
+    from semscale.inference.published import normalisation_of
+
     ref = ModelRef(str(path), member.sha256 if isinstance(member, ModelRef) else content_hash(path))
-    patch = meta.get("patch_size")
+    patch, fixed = meta.get("patch_size"), meta.get("input_size")
     return ref, ModelFacts(
         n_classes=len(meta["classes"]), classes=tuple(meta["classes"]), multiple=int(meta["multiple"]),
         halo_px=int(meta["halo_px"]), patch_size=int(patch) if patch is not None else None,
+        normalisation=normalisation_of(meta), input_size=int(fixed) if fixed is not None else None,
+        samples=max(1, int((meta.get("dropout_inference") or {}).get("passes", 0))),
     )
 
 
@@ -144,11 +164,22 @@ def resolve_members(models: Models) -> tuple[list[Member], ModelFacts]:
     n = {f.n_classes for f in facts}
     if len(n) != 1:
         raise ModelError(f"Expected ensemble members with the same number of classes. Got {sorted(n)}.")
+    for what in ("normalisation", "input_size"):
+        values = {getattr(f, what) for f in facts}
+        if len(values) != 1:
+            raise ModelError(f"Expected ensemble members with one {what}. Got {sorted(map(str, values))}.")
     return members, ModelFacts(
         n_classes=n.pop(), classes=next((f.classes for f in facts if f.classes), None),
         multiple=math.lcm(*(f.multiple for f in facts)), halo_px=max(f.halo_px for f in facts),
-        patch_size=facts[0].patch_size,
+        patch_size=facts[0].patch_size, normalisation=facts[0].normalisation, input_size=facts[0].input_size,
+        samples=sum(f.samples for f in facts),
     )
+
+
+def input_norm(facts: ModelFacts, norm: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The image normalisation the network input gets: the image's ``norm``, or None (raw grey values as
+    float32) for networks that normalise each window themselves."""
+    return None if facts.normalisation == "patch-l2" or norm is None else dict(norm)
 
 
 _LOCKS: dict[int, threading.Lock] = {}
@@ -169,15 +200,21 @@ def _keras_fn(model: Any) -> PredictFn:
     return fn
 
 
-def member_fns(members: Sequence[Member]) -> list[PredictFn]:
-    """The members as functions, models loaded from this process's cache (once per worker)."""
+def member_fns(members: Sequence[Member]) -> list[list[PredictFn]]:
+    """Each member as its passes (functions), models loaded from this process's cache (once per worker):
+    one pass, or an imported model's Monte-Carlo dropout passes (:mod:`semscale.inference.published`)."""
     from semscale.training.unet import get_cached_model
 
-    fns = []
+    fns: list[list[PredictFn]] = []
     for m in members:
         if isinstance(m, ModelRef):
-            model, _ = get_cached_model(m.path, expected_hash=m.sha256)
-            fns.append(_keras_fn(model))
+            model, meta = get_cached_model(m.path, expected_hash=m.sha256)
+            if meta.get("architecture") == "imported":
+                from semscale.inference.published import member_passes
+
+                fns.append(member_passes(model, meta, _keras_fn))
+            else:
+                fns.append([_keras_fn(model)])
         else:
-            fns.append(m)
+            fns.append([m])
     return fns

@@ -32,6 +32,7 @@ from semscale.inference.members import (
     Member,
     ModelFacts,
     ModelRef,
+    input_norm,
     make_geometry,
     resolve_members,
     store_models,
@@ -62,7 +63,7 @@ class _BlockTask:
 
     members: tuple[Member, ...]
     geom: Geometry
-    norm: dict[str, Any]
+    norm: dict[str, Any] | None
     arrays: dict[str, zarr.Array]
     done: zarr.Array
     token: int
@@ -130,7 +131,7 @@ def _prepare(
     if overwrite or old.get("params") != params or "labels" not in g:
         if old.get("params") not in (None, params) and not overwrite:
             log.warning("settings changed for %s/%s; recomputing all blocks", name, image_id)
-        store.create_predictions(name, image_id, n_classes=facts.n_classes, uncertainty=n_members > 1,
+        store.create_predictions(name, image_id, n_classes=facts.n_classes, uncertainty=facts.samples > 1,
                                  probabilities=cfg.probabilities, members=n_members if n_members > 1 else 0)
         markers = DoneMarkers.create(g, grid, token)
     else:
@@ -203,8 +204,8 @@ def predict_to_store(
                        overwrite=overwrite)
     pending = _pending(store, name, image_id, markers, grid)
     layout = layout_for(grid.chunks(), geom)
-    task = _BlockTask(tuple(members), geom, dict(store.norm(image_id)), store.prediction_arrays(name, image_id),
-                      markers.array, markers.token)
+    task = _BlockTask(tuple(members), geom, input_norm(facts, store.norm(image_id)),
+                      store.prediction_arrays(name, image_id), markers.array, markers.token)
     sem = store.sem_array(image_id) if _HALO_READS else store.sem(image_id)
     graph = map_tasks(sem, task, layout, channels=2, per_task=True)
     tasks = sorted({layout.task_of(ix) for ix in pending})
@@ -215,7 +216,7 @@ def predict_to_store(
         raise StoreError(f"Expected every block of {image_id} done. Got {missing} missing; rerun to finish.")
     computed = int(sum(float(r[..., 0].sum()) for r in results))
     store.finish_predictions(name, image_id, changed=computed > 0)
-    return _summary(store, name, image_id, cfg, geom, grid, n_members=len(members), computed=computed, t0=t0)
+    return _summary(store, name, image_id, cfg, geom, grid, n_members=facts.samples, computed=computed, t0=t0)
 
 
 def _summary(

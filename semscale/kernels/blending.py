@@ -167,12 +167,15 @@ def predict_region(
     xp: Any = np,
     with_labels: bool = False,
     with_members: bool = False,
+    passes: Sequence[int] | None = None,
 ) -> Any:
     """Outputs ``(h, w, K + 2)`` float32 (see :func:`combine_members`) for the global output range ``core``
     from normalised input ``padded`` whose pixel ``[0, 0]`` sits at global ``origin`` (px) and which covers
     :func:`~semscale.kernels.windows.input_extent` of ``core`` (with the uint8 labels too when
     ``with_labels``; and with ``with_members`` also each member's own labels, ``(M, h, w)`` uint8, as the
-    third item). Pure: no I/O."""
+    third item). ``passes``: how many consecutive ``predict_fns`` are the stochastic passes of one member
+    (Monte-Carlo dropout; default one each); every pass counts as a sample in the mean and the
+    uncertainty, and a member's own labels are the argmax of its passes' mean. Pure: no I/O."""
     for axis in range(2):
         lo, hi = input_extent(*core[axis], geom)
         if lo < origin[axis] or hi > origin[axis] + padded.shape[axis]:
@@ -186,4 +189,9 @@ def predict_region(
     if not with_members:
         return combined
     out, labels = combined
-    return out, labels, xp.stack([argmax_last(p, xp)[0] for p in probs])
+    counts = list(passes) if passes is not None else [1] * len(probs)
+    if sum(counts) != len(probs):
+        raise ValueError(f"Expected `passes` summing to {len(probs)} (the functions). Got {counts}.")
+    starts = [sum(counts[:i]) for i in range(len(counts))]
+    own = [probs[a] if n == 1 else sum(probs[a : a + n]) for a, n in zip(starts, counts)]
+    return out, labels, xp.stack([argmax_last(p, xp)[0] for p in own])

@@ -1,8 +1,12 @@
-"""Per-image intensity normalisation (pure functions).
+"""Intensity normalisation of the network's input (pure functions).
 
-The network sees ``(x - lo) / (hi - lo)`` with ``lo``/``hi`` robust percentiles of the *whole image*, computed
+semscale's own networks see ``(x - lo) / (hi - lo)`` with ``lo``/``hi`` robust percentiles of the *whole image*, computed
 once at ingest and stored in the image's attrs. A pixel's input therefore never depends on the window or the
 Dask chunk that holds it, which keeps blockwise inference independent of chunking and stride.
+
+Models imported from the published study normalise each window instead (:func:`patch_l2`, what
+``keras.utils.normalize(x, axis=1)`` does to a batch of windows); inference applies it to every window
+just before the network, on raw grey values.
 """
 
 from __future__ import annotations
@@ -11,9 +15,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_PERCENTILES", "apply_norm", "histogram", "norm_from_histogram"]
+__all__ = ["DEFAULT_PERCENTILES", "NORMALISATIONS", "apply_norm", "histogram", "norm_from_histogram", "patch_l2"]
 
 DEFAULT_PERCENTILES: tuple[float, float] = (0.5, 99.5)
+NORMALISATIONS: tuple[str, ...] = ("image", "patch-l2")
+"""How a model expects its input: ``image`` (the stored per-image percentiles, :func:`apply_norm`) or
+``patch-l2`` (each window by its own L2 norms, :func:`patch_l2`, on raw grey values)."""
 
 
 def histogram(block: np.ndarray, *, nbins: int, step: int = 1 << 20) -> np.ndarray:
@@ -58,3 +65,15 @@ def apply_norm(block: Any, norm: dict[str, Any]) -> Any:
     lo = float(norm["lo"])
     scale = 1.0 / (float(norm["hi"]) - lo)
     return (block.astype("float32") - np.float32(lo)) * np.float32(scale)
+
+
+def patch_l2(windows: Any, *, axis: int = 1) -> Any:
+    """Each window divided by its L2 norm along ``axis`` (1: the rows of an ``(n, h, w, c)`` batch), float32.
+
+    The same numbers as ``keras.utils.normalize(windows, axis=1, order=2)``: a zero norm counts as 1. numpy
+    or cupy in, the same out (only array methods are used).
+    """
+    x = windows.astype("float32")
+    norm = (x * x).sum(axis=axis, keepdims=True) ** 0.5
+    norm[norm == 0] = 1.0
+    return x / norm

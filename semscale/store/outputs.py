@@ -75,6 +75,14 @@ class StoreOutputs:
             )
         return found
 
+    def remove_model(self, name: str) -> None:
+        """Delete model ``name`` (its folder: members, sidecars, checkpoints); its predictions stay."""
+        import shutil
+
+        folder = self.model_dir(name)
+        if folder.exists():
+            shutil.rmtree(folder)
+
     def set_model_attrs(self, name: str, **values: Any) -> None:
         g = self.root.require_group(paths.model(name))
         set_attrs(g, **values)

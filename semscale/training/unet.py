@@ -43,6 +43,7 @@ __all__ = [
     "receptive_field_extents",
     "save_model",
     "unet_filters",
+    "write_model_files",
 ]
 
 DEFAULT_FILTERS: tuple[int, ...] = (16, 32, 64, 128, 256)
@@ -253,6 +254,13 @@ def save_model(model: Any, path: str | Path, *, sidecar: dict[str, Any]) -> Path
         )
     meta["classes"] = classes
     meta.setdefault("patch_size", 256)
+    write_model_files(model, path, meta)
+    log.info("saved model %s (receptive field %d px)", path, info["receptive_field_px"])
+    return path
+
+
+def write_model_files(model: Any, path: Path, meta: dict[str, Any]) -> None:
+    """Write ``path`` (``.keras``) and its sidecar ``meta``, each atomically (a temporary file renamed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.keras")
     model.save(tmp)
@@ -261,8 +269,6 @@ def save_model(model: Any, path: str | Path, *, sidecar: dict[str, Any]) -> Path
     tmp_side = side.with_name(side.name + ".tmp")
     tmp_side.write_text(json.dumps(meta, indent=2, sort_keys=True, default=_json_default))
     os.replace(tmp_side, side)
-    log.info("saved model %s (receptive field %d px)", path, info["receptive_field_px"])
-    return path
 
 
 def _json_default(obj: Any) -> Any:
