@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -72,11 +73,24 @@ def predict(config: CampaignConfig, store: CampaignStore, *, image_ids: Sequence
     section says; override settings with ``dataclasses.replace(config, inference=...)``. ``model_files``:
     ``.keras`` members to use instead of the store's model (predictions are named ``config.model_name``)."""
     from semscale.inference import predict_to_store
+    from semscale.runtime.progress import format_duration
 
     ids = list(image_ids) if image_ids else store.image_ids()
     models: str | Sequence[Path] = list(model_files) or config.model_name
-    return [predict_to_store(store, i, config.inference, models=models, model_name=config.model_name,
-                             overwrite=overwrite, client=client) for i in ids]
+    sizes = {i: math.prod(store.sem_array(i).shape) for i in ids}
+    results: list[dict[str, Any]] = []
+    px = seconds = 0.0
+    for n, i in enumerate(ids):
+        results.append(predict_to_store(store, i, config.inference, models=models, model_name=config.model_name,
+                                        overwrite=overwrite, client=client))
+        r = results[-1]
+        if r["computed"]:
+            px, seconds = px + sizes[i] * r["computed"] / r["blocks"], seconds + r["seconds"]
+        left = sum(sizes[j] for j in ids[n + 1 :])
+        if px and left:  # measured rate × the pixels left (an image whose blocks are done costs less)
+            log.info("predict: %d of %d images done; the rest (%.1f Mpx) takes about %s at %.2f Mpx/s", n + 1,
+                     len(ids), left / 1e6, format_duration(left / px * seconds), px / seconds / 1e6)
+    return results
 
 
 def evaluate(store: CampaignStore, *, model: str | None = None, labels: str = "target", ref: str = "truth",

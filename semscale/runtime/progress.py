@@ -1,8 +1,9 @@
 """Progress bars and logging, all on stderr, so stdout carries only a command's result.
 
 ``progress(iterable, ...)`` wraps a loop in a rich progress bar when stderr is a terminal (or when forced
-with ``SEMSCALE_PROGRESS=1``) and is silent otherwise, so logs of batch jobs stay clean. ``dask_progress``
-follows a local Dask computation the same way. :func:`setup_logging` configures the ``semscale`` logger
+with ``SEMSCALE_PROGRESS=1``); otherwise it logs a line now and then with the share done and the time
+left (the measured rate × what remains, :class:`EtaLog`), so batch logs stay short but long work is never
+silent. ``dask_progress`` follows a local Dask computation the same way. :func:`setup_logging` configures the ``semscale`` logger
 for the CLI and, unless verbose, quiets third-party start-up chatter: it must run before TensorFlow or
 ``distributed`` are imported, because both read their log settings at import (worker processes inherit
 them through the environment). :func:`filter_native_stderr` drops the absl-formatted lines TensorFlow's
@@ -17,12 +18,13 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["console", "dask_progress", "filter_native_stderr", "progress", "progress_enabled",
+__all__ = ["EtaLog", "console", "dask_progress", "format_duration", "filter_native_stderr", "progress", "progress_enabled",
            "quiet_third_party", "setup_logging"]
 
 QUIET_ENV = {
@@ -77,18 +79,60 @@ def _make_progress() -> Any:
     )
 
 
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``12.5 min``, ``3.2 h`` or ``4.1 days``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+class EtaLog:
+    """Logs ``description: k/total done, ~T left`` (the mean time per item so far × the items left): first
+    after ``first_s`` seconds, then at most every ``every_s`` seconds, and not for work done by then."""
+
+    def __init__(self, description: str, total: int | None, *, first_s: float = 10.0, every_s: float = 60.0,
+                 clock: Any = time.monotonic) -> None:
+        self.description, self.total, self.first_s, self.every_s, self.clock = (
+            description, total, first_s, every_s, clock)
+        self.t0 = self.last = clock()
+        self.done = 0
+        self.logged = False
+
+    def advance(self, n: int = 1) -> str | None:
+        """Count ``n`` more items done; returns the line logged, if any."""
+        self.done += n
+        now = self.clock()
+        if not self.total or self.done >= self.total:
+            return None
+        wait = self.every_s if self.logged else self.first_s
+        if now - (self.last if self.logged else self.t0) < wait:
+            return None
+        left = (now - self.t0) / self.done * (self.total - self.done)
+        line = f"{self.description}: {self.done}/{self.total} done, about {format_duration(left)} left"
+        logging.getLogger("semscale.progress").info("%s", line)
+        self.last, self.logged = now, True
+        return line
+
+
 def progress(
     iterable: Iterable[T], *, total: int | None = None, description: str = "working"
 ) -> Iterator[T]:
-    """Iterate with a progress bar (rich, on stderr) when enabled; otherwise plain iteration."""
-    if not progress_enabled():
-        yield from iterable
-        return
+    """Iterate with a progress bar (rich, on stderr) when enabled; otherwise with :class:`EtaLog` lines."""
     if total is None:
         try:
             total = len(iterable)  # type: ignore[arg-type]
         except TypeError:
             total = None
+    if not progress_enabled():
+        eta = EtaLog(description, total)
+        for item in iterable:
+            yield item
+            eta.advance()
+        return
     with _make_progress() as bar:
         task = bar.add_task(description, total=total)
         for item in iterable:
@@ -98,12 +142,21 @@ def progress(
 
 @contextlib.contextmanager
 def dask_progress(description: str = "computing") -> Iterator[None]:
-    """Context manager showing a progress bar (stderr) for local (non-distributed) dask computations."""
-    if not progress_enabled():
-        yield
-        return
+    """Context manager showing a progress bar (stderr) for local (non-distributed) dask computations (when
+    progress bars are off: :class:`EtaLog` lines per finished task)."""
     from dask.callbacks import Callback
 
+    if not progress_enabled():
+        class _Eta(Callback):
+            def _start_state(self, dsk: Any, state: Any) -> None:
+                self._eta = EtaLog(description, len(state["ready"]) + len(state["waiting"]))
+
+            def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+                self._eta.advance()
+
+        with _Eta():
+            yield
+        return
     bar = _make_progress()
 
     class _Cb(Callback):

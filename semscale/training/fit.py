@@ -207,7 +207,7 @@ def train_member(
     """
     import keras
 
-    from semscale.training.schedule import Schedule, stop_reason
+    from semscale.training.schedule import Schedule, TimeEstimate, elapsed_seconds, stop_reason
 
     _set_threads(cfg.threads)
     run = plan_member(store, cfg, member=member, image_ids=image_ids)
@@ -226,8 +226,10 @@ def train_member(
     schedule.stopped = stop_reason(cfg, history=start.history, best_epoch=(start.best or {}).get("epoch"))
     t0 = time.perf_counter()
     if start.epoch < cfg.epochs and schedule.stopped is None:
+        estimate = TimeEstimate(cfg, label=run.label, members_left=max(1, cfg.ensemble - member), gpu=on_gpu(),
+                                spent_s=elapsed_seconds(start.history))
         start.model.fit(run.dataset, epochs=cfg.epochs, initial_epoch=start.epoch, verbose=cfg.verbose,
-                        callbacks=[monitor, schedule, *callbacks])
+                        callbacks=[monitor, schedule, estimate, *callbacks])
     return _export(run, history=monitor.history, best=monitor.best, monitor=monitor.monitor,
                    seconds=time.perf_counter() - t0, stopped=schedule.stopped)
 

@@ -11,7 +11,9 @@ import pytest
 from semscale.config import TrainingConfig
 from semscale.training.schedule import (
     LR_FLOOR,
+    TOO_LONG_S,
     elapsed_seconds,
+    estimate_message,
     learning_rate,
     progress,
     stop_reason,
@@ -111,3 +113,50 @@ def test_budget_stops_keeps_the_best_and_a_rerun_respects_it(train_store):
     assert more["epochs_trained"] == 30 and more["stopped"] is None
     hist = json.loads((train_store.model_dir("bud") / more["history"]).read_text())
     assert [r["epoch"] for r in hist] == list(range(1, 31))
+
+
+def test_expected_time_warns_when_a_cpu_schedule_would_take_days():
+    import logging
+
+    paper = TrainingConfig()  # 250 epochs of batch 32 × 256²
+    level, line = estimate_message(paper, step_s=12.0, steps_per_epoch=385, epochs_left=250, members_left=1,
+                                   gpu=False)
+    assert level == logging.WARNING and "13.4 days" in line and "recipe: cpu, budget_min: 30" in line
+    level, line = estimate_message(paper, step_s=12.0, steps_per_epoch=385, epochs_left=250, members_left=1,
+                                   gpu=True)
+    assert level == logging.INFO and "days" in line  # on a GPU it is only said
+    budget = dataclasses.replace(paper, budget_min=30)
+    level, line = estimate_message(budget, step_s=12.0, steps_per_epoch=385, epochs_left=250, members_left=10,
+                                   gpu=False, spent_s=600.0)
+    assert level == logging.INFO and "budget stops it after about 20.0 min" in line and "about 3.3 h" in line
+    assert 12.0 * 385 * 250 > TOO_LONG_S
+
+
+def test_fit_logs_the_expected_time_before_the_first_epoch_ends(train_store, caplog):
+    import logging
+
+    from semscale.training.fit import train_member
+
+    cfg = TrainingConfig(name="eta", epochs=3, steps_per_epoch=6, **TINY)
+    with caplog.at_level(logging.INFO, logger="semscale"):
+        train_member(train_store, cfg, member=0)
+    lines = [r.getMessage() for r in caplog.records]
+    first = next(i for i, m in enumerate(lines) if "s per step of 8×32² px: 3 epochs × 6 steps" in m)
+    epoch1 = next(i for i, m in enumerate(lines) if "epoch 1/3" in m)
+    assert first < epoch1
+    assert any("2 epochs × 6 steps" in m for m in lines[epoch1:])  # refined after the first epoch
+
+
+def test_eta_log_uses_the_measured_rate():
+    from semscale.runtime.progress import EtaLog
+
+    now = [0.0]
+    eta = EtaLog("predict a", 10, first_s=10.0, every_s=60.0, clock=lambda: now[0])
+    now[0] = 5.0
+    assert eta.advance() is None  # too early
+    now[0] = 20.0
+    assert eta.advance() == "predict a: 2/10 done, about 80 s left"
+    now[0] = 30.0
+    assert eta.advance() is None  # at most once a minute
+    now[0] = 90.0
+    assert eta.advance() == "predict a: 4/10 done, about 2.2 min left"
