@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GraphFacts", "graph_geometry", "import_models", "load_hdf5", "member_passes", "normalisation_of"]
+__all__ = ["GraphFacts", "build_published_unet", "graph_geometry", "import_models", "load_hdf5", "member_passes", "normalisation_of"]
 
 PATCH_L2 = {
     "method": "patch-l2",
@@ -59,6 +59,38 @@ _UP = {"Conv2DTranspose", "UpSampling2D"}
 _MERGE = {"Concatenate", "Add", "Average", "Maximum", "Minimum", "Multiply", "Subtract"}
 _KERAS2_ONLY_KEYS = {"Conv2DTranspose": ("groups",)}
 """Config keys that Keras 2 writes and Keras 3 rejects, per layer class (dropped on import, unused)."""
+
+
+# --- the published architecture (for tests, benchmarks and the GPU script) -----------------------
+def build_published_unet(*, filters: Sequence[int] = (16, 32, 64, 128, 256),
+                         dropout: Sequence[float] = (0.1, 0.1, 0.2, 0.2, 0.3), n_classes: int = 4,
+                         input_size: int = 256, training_dropout: bool = True, seed: int = 0) -> Any:
+    """The published U-Net as its authors wrote it: a fixed ``input_size``² one-channel input, per level
+    two 3×3 he_normal ReLU convs with dropout between them (called with ``training=True`` when
+    ``training_dropout``), 2×2 max-pooling, 2×2 stride-2 transposed convs, concatenations, a 1×1 softmax.
+    Untrained (weights from ``seed``)."""
+    import keras
+    from keras import layers as L
+
+    keras.utils.set_random_seed(seed)
+    kw = {"training": True} if training_dropout else {}
+
+    def block(x: Any, n: int, rate: float) -> Any:
+        x = L.Conv2D(n, (3, 3), activation="relu", kernel_initializer="he_normal", padding="same")(x)
+        x = L.Dropout(rate)(x, **kw)
+        return L.Conv2D(n, (3, 3), activation="relu", kernel_initializer="he_normal", padding="same")(x)
+
+    inputs = L.Input((input_size, input_size, 1))
+    x, skips = inputs, []
+    for n, rate in zip(filters[:-1], dropout[:-1]):
+        x = block(x, int(n), float(rate))
+        skips.append(x)
+        x = L.MaxPooling2D((2, 2))(x)
+    x = block(x, int(filters[-1]), float(dropout[-1]))
+    for n, rate, skip in zip(filters[-2::-1], dropout[-2::-1], skips[::-1]):
+        x = L.Conv2DTranspose(int(n), (2, 2), strides=(2, 2), padding="same")(x)
+        x = block(L.concatenate([x, skip]), int(n), float(rate))
+    return keras.Model(inputs, L.Conv2D(n_classes, (1, 1), activation="softmax")(x))
 
 
 # --- geometry from the layer graph ----------------------------------------------------------------

@@ -120,9 +120,10 @@ def blend_windows(
     wsum = xp.zeros((b0 - a0, b1 - a1), np.float32)
     for i in range(0, len(positions), geom.batch_size):
         batch = positions[i : i + geom.batch_size]
-        windows = np.stack([padded[y - origin[0] : y - origin[0] + p, x - origin[1] : x - origin[1] + p]
-                            for y, x in batch])
-        out = fn(windows[..., None])
+        windows = np.zeros((geom.batch_size, p, p), np.float32)  # full batches: one shape, one trace
+        for n, (y, x) in enumerate(batch):
+            windows[n] = padded[y - origin[0] : y - origin[0] + p, x - origin[1] : x - origin[1] + p]
+        out = fn(windows[..., None])[: len(batch)]
         if acc is None:
             acc = xp.zeros((b0 - a0, b1 - a1, out.shape[-1]), np.float32)
         for (y, x), prob in zip(batch, out):

@@ -120,3 +120,25 @@ def test_tasks_carry_paths_not_models(tiny_unet_path):
     blob = pickle.dumps(dict(arr.__dask_graph__()))
     assert len(blob) < 50_000  # the tiny model's .keras file alone is larger than this
     assert str(tiny_unet_path.resolve()).encode() in blob
+
+
+@pytest.mark.parametrize(("mode", "stride"), [("average", 16)])
+def test_the_network_sees_one_input_shape(tiny_unet_path, odd_image, mode, stride):
+    """Short last batches of windows reach the network padded to full batches (one shape), and the numbers
+    are the unpadded reference's."""
+    fn, meta = keras_fn(tiny_unet_path)
+    shapes: set[tuple[int, ...]] = set()
+
+    class Recording:
+        multiple, halo_px, patch_size = meta["multiple"], meta["halo_px"], 32
+
+        def __call__(self, x):
+            shapes.add(x.shape)
+            return fn(x)
+
+    cfg = InferenceConfig(mode=mode, stride=stride, tile_size=32, patch_size=32, batch_size=5)
+    probs = predict(da.from_array(odd_image, chunks=(37, 50)), models=[Recording()], cfg=cfg)["probabilities"]
+    ref = reference_predict(odd_image, predict_fn=fn, geom=geometry(cfg, multiple=meta["multiple"],
+                                                                    halo_px=meta["halo_px"]))
+    np.testing.assert_allclose(probs.compute(scheduler="sync"), ref, rtol=0, atol=2e-6)
+    assert len(shapes) == 1, shapes

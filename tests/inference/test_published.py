@@ -19,7 +19,12 @@ import pytest
 from semscale.config import InferenceConfig
 from semscale.errors import ConfigError, ModelError
 from semscale.inference import predict, predict_to_store
-from semscale.inference.published import graph_geometry, import_models, load_hdf5
+from semscale.inference.published import (
+    build_published_unet,
+    graph_geometry,
+    import_models,
+    load_hdf5,
+)
 from semscale.store import create_store
 from semscale.training.unet import build_unet, receptive_field_extents
 
@@ -29,30 +34,8 @@ RATES = (0.1, 0.2, 0.3)
 
 
 def published_unet(*, training_dropout: bool, seed: int = 0):
-    """The published architecture (fixed 256² input, he_normal 3×3 convs, dropout between them, 2×2
-    transposed convs, concatenations, softmax), written as its authors wrote it, at a tiny width."""
-    import keras
-    from keras import layers as L
-
-    keras.utils.set_random_seed(seed)
-    kw = {"training": True} if training_dropout else {}
-
-    def block(x, n, r):
-        x = L.Conv2D(n, (3, 3), activation="relu", kernel_initializer="he_normal", padding="same")(x)
-        x = L.Dropout(r)(x, **kw)
-        return L.Conv2D(n, (3, 3), activation="relu", kernel_initializer="he_normal", padding="same")(x)
-
-    inputs = L.Input((P, P, 1))
-    x, skips = inputs, []
-    for n, r in zip(FILTERS[:-1], RATES[:-1]):
-        x = block(x, n, r)
-        skips.append(x)
-        x = L.MaxPooling2D((2, 2))(x)
-    x = block(x, FILTERS[-1], RATES[-1])
-    for n, r, skip in zip(FILTERS[-2::-1], RATES[-2::-1], skips[::-1]):
-        x = L.Conv2DTranspose(n, (2, 2), strides=(2, 2), padding="same")(x)
-        x = block(L.concatenate([x, skip]), n, r)
-    return keras.Model(inputs, L.Conv2D(4, (1, 1), activation="softmax")(x))
+    """The published architecture at a tiny width."""
+    return build_published_unet(filters=FILTERS, dropout=RATES, training_dropout=training_dropout, seed=seed)
 
 
 @pytest.fixture(scope="module")
