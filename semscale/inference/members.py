@@ -113,12 +113,11 @@ def store_models(
 
 
 def _file_facts(member: str | Path | ModelRef) -> tuple[ModelRef, ModelFacts]:
+    from semscale.inference.published import normalisation_of
     from semscale.training.unet import content_hash, read_sidecar
 
     path = Path(member.path if isinstance(member, ModelRef) else member).resolve()
     meta = read_sidecar(path)
-    from semscale.inference.published import normalisation_of
-
     ref = ModelRef(str(path), member.sha256 if isinstance(member, ModelRef) else content_hash(path))
     patch, fixed = meta.get("patch_size"), meta.get("input_size")
     return ref, ModelFacts(
