@@ -182,8 +182,6 @@ def graph_geometry(model: Any) -> GraphFacts:
     :func:`semscale.training.unet.receptive_field_extents` does for semscale's own U-Net), over all
     alignments to the pooling grid; zero 'same' padding is ignored (the field of an interior pixel).
     """
-    import sys
-
     config = model.get_config()
     layers = config.get("layers")
     if not layers:
@@ -217,12 +215,15 @@ def graph_geometry(model: Any) -> GraphFacts:
     if scale != 1:
         raise ModelError(f"Expected the output at the input's resolution. Got scale {scale}.")
     multiple = max(s for _, s in fns.values())
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
     base = 1000 * multiple
     size = left = right = 0
-    for q in range(base, base + multiple):
-        lo, hi = out(q)
-        size, left, right = max(size, hi - lo + 1), max(left, q - lo), max(right, hi - q)
+    try:
+        for q in range(base, base + multiple):
+            lo, hi = out(q)
+            size, left, right = max(size, hi - lo + 1), max(left, q - lo), max(right, hi - q)
+    except RecursionError:
+        raise ModelError(f"Expected a network of at most a few hundred layers in sequence. Got "
+                         f"{len(layers)} layers, too deep to trace its receptive field.") from None
     shape = tuple(model.input_shape)
     fixed = shape[1] if shape[1] is not None and shape[1] == shape[2] else None
     return GraphFacts(multiple=multiple, receptive_field_px=size, halo_px=max(left, right),

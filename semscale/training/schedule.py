@@ -132,13 +132,13 @@ class TimeEstimate(keras.callbacks.Callback):
         self._t = self._epoch_t = 0.0
         self.lines: list[str] = []
 
-    def _log(self, step_s: float, epoch: int) -> None:
+    def _log(self, step_s: float, epoch: int, *, note: str = "") -> None:
         steps = int(self.params.get("steps") or 1)
         level, line = estimate_message(self.cfg, step_s=step_s, steps_per_epoch=steps,
                                        epochs_left=self.cfg.epochs - epoch, members_left=self.members_left,
                                        gpu=self.gpu, spent_s=self.spent_s)
         self.lines.append(line)
-        log.log(level, "%s: %s", self.label, line)
+        log.log(level, "%s: %s%s", self.label, line, note)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.first_epoch is None:
@@ -159,4 +159,5 @@ class TimeEstimate(keras.callbacks.Callback):
         if epoch == self.first_epoch and self.cfg.epochs - epoch > 1:
             steps = int(self.params.get("steps") or 1)
             self.spent_s += time.perf_counter() - self._epoch_t
-            self._log((time.perf_counter() - self._epoch_t) / steps, epoch + 1)
+            self._log((time.perf_counter() - self._epoch_t) / steps, epoch + 1,
+                      note=" (from the first epoch: validation and checkpoints included in the step time)")
