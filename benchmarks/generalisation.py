@@ -158,8 +158,10 @@ def score_store(cfg: Any) -> list[dict[str, Any]]:
         if entry.has_eds:
             row["targets"] = score_labels(truth, np.asarray(store.labels(entry.id, "target")),
                                           cfg.classes)
-        pred = np.asarray(store.predictions(cfg.model_name, entry.id)["labels"])
-        row["unet"] = score_labels(truth, pred, cfg.classes)
+        row["unet"] = None
+        if cfg.model_name in store.prediction_models():
+            pred = np.asarray(store.predictions(cfg.model_name, entry.id)["labels"])
+            row["unet"] = score_labels(truth, pred, cfg.classes)
         rows.append(row)
     return rows
 
@@ -181,8 +183,8 @@ def totals(rows: Sequence[dict[str, Any]], classes: Sequence[str]) -> dict[str, 
     unseen = [r for r in rows if r["role"] == "predict" and not r["eds"]]
     seen = [r for r in rows if r["role"] == "train"]
     return {"targets_on_eds": pooled([r["targets"] for r in rows if r["eds"]], classes),
-            "unet_on_unseen": pooled([r["unet"] for r in unseen], classes),
-            "unet_on_eds": pooled([r["unet"] for r in seen], classes),
+            "unet_on_unseen": pooled([r["unet"] for r in unseen if r["unet"]], classes),
+            "unet_on_eds": pooled([r["unet"] for r in seen if r["unet"]], classes),
             "unseen_ids": [r["id"] for r in unseen], "eds_ids": [r["id"] for r in rows if r["eds"]]}
 
 
@@ -255,6 +257,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="a training key written into the config (YAML value), e.g. budget_min=30; repeatable")
     p.add_argument("--tta", action="store_true", help="inference with test-time augmentation (8 dihedral maps)")
+    p.add_argument("--targets-only", action="store_true",
+                   help="EDS maps on every image, and only ingest and label: the targets' scores on every time, "
+                        "the same-image reference for the U-Net's scores on the images it never saw")
     p.add_argument("--reuse", action="store_true",
                    help="with --workdir: keep the campaign simulated, labelled and trained there (e.g. to score "
                         "--tta on the same model)")
@@ -273,6 +278,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if args.recipe is not None or args.sets:
         training = {"recipe": args.recipe or "paper", **dict(_key_value(s) for s in args.sets)}
     inference = {"tta": True} if args.tta else None
+    if args.targets_only:
+        args.eds_times = list(args.times)
     if args.reuse and (workdir / "campaign.yaml").is_file():
         path = reuse_campaign(workdir, inference=inference)
     else:
@@ -281,7 +288,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                        inference=inference)
     cfg = configure(path, args)
     t1 = time.perf_counter()
-    summary = semscale.run_campaign(cfg, stages=("ingest", "label", "train", "predict"))
+    stages = ("ingest", "label") if args.targets_only else ("ingest", "label", "train", "predict")
+    summary = semscale.run_campaign(cfg, stages=stages)
     t2 = time.perf_counter()
     rows = score_store(cfg)
     from semscale.pipeline import models

@@ -21,6 +21,9 @@ CLASSES: tuple[str, ...] = ("pore", "NiO", "Ni", "YSZ")
 
 IGNORE_LABEL: int = 255
 
+EDS_ELEMENTS: tuple[str, ...] = ("Ni", "O", "Zr")
+"""The EDS maps the EDS-guided labelling reads (an image with EDS maps and no target needs all of them)."""
+
 _LAZY = {
     "load_config": "semscale.config",
     "open_store": "semscale.store",
@@ -29,7 +32,7 @@ _LAZY = {
     "segment_array": "semscale.inference",
 }
 
-__all__ = ["CLASSES", "IGNORE_LABEL", "__version__", *_LAZY]
+__all__ = ["CLASSES", "EDS_ELEMENTS", "IGNORE_LABEL", "__version__", *_LAZY]
 
 if TYPE_CHECKING:
     from semscale.config import load_config as load_config

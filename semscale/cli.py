@@ -186,8 +186,11 @@ def _import_models(args: argparse.Namespace) -> Result:
 def _cmd_predict(args: argparse.Namespace) -> Result:
     from semscale.pipeline import predict, segment_file, stored_config
     from semscale.runtime.cluster import get_client
+    from semscale.store.models import read_sidecar
 
     source = Path(args.source)
+    for f in args.model_file or ():  # checked before any cluster starts or any output is touched
+        read_sidecar(f)
     is_config, is_store = source.suffix in (".yaml", ".yml"), (source / "zarr.json").exists()
     if not (is_config or is_store):
         cfg = _override(InferenceConfig(), args, OVERRIDES["inference"])
@@ -268,9 +271,11 @@ def _cmd_demo(args: argparse.Namespace) -> Result:
 
 # --- parser -----------------------------------------------------------------------------------------
 def _parents() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
-    """Options shared by several commands: output (``--json``) and the cluster section."""
+    """Options shared by several commands: output (``--json``, ``--break-lock``) and the cluster section."""
     out = argparse.ArgumentParser(add_help=False)
     out.add_argument("--json", action="store_true", help="print only a JSON result on stdout")
+    out.add_argument("--break-lock", action="store_true",
+                     help="remove the store's writer lock first (only when its holder is known to be gone)")
     cluster = argparse.ArgumentParser(add_help=False)
     g = cluster.add_argument_group("cluster (override the config's `cluster` section)")
     g.add_argument("--scheduler", metavar="ADDRESS", help="address of an existing Dask scheduler")
@@ -395,13 +400,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _store_argument(args: argparse.Namespace) -> Path | None:
+    """The store a command works on, from its positional argument (a config names its store)."""
+    for name in ("config", "source", "store", "target"):
+        value = getattr(args, name, None)
+        if name == "store" and value == "import":
+            value = args.files[0] if args.files else None
+        if isinstance(value, (str, Path)):
+            path = _store_path(str(value))
+            return path if path != Path(value) or (path / "zarr.json").exists() else None
+    return None
+
+
 def _execute(args: argparse.Namespace) -> Result:
     """Run the command with stdout pointed at stderr, so only ``main`` writes the result to stdout."""
     from semscale.runtime.progress import filter_native_stderr
 
     quiet = contextlib.nullcontext() if args.verbose else filter_native_stderr()
     with quiet, contextlib.redirect_stdout(sys.stderr):
+        if getattr(args, "break_lock", False):
+            from semscale.store.lock import break_lock
+
+            store = _store_argument(args)
+            if store is None:
+                raise ConfigError(f"Expected `semscale {args.command} --break-lock` to name a store or a "
+                                  "campaign config. Got neither.")
+            if break_lock(store) is None:
+                log.info("%s has no writer lock", store)
         return _COMMANDS[args.command](args)
+
+
+def os_error_text(exc: OSError) -> str:
+    """One line for an operating-system error: the file, what happened, and what to do."""
+    import errno
+
+    what = exc.strerror or str(exc)
+    where = f" {exc.filename}" if exc.filename else ""
+    fixes = {
+        errno.ENOSPC: "free space (or point `store:` at a larger disk) and rerun: finished blocks are kept",
+        errno.EDQUOT: "free space within your quota and rerun: finished blocks are kept",
+        errno.EROFS: "the file system is read-only; write the store somewhere writable",
+        errno.EACCES: "check the permissions of that path",
+    }
+    fix = fixes.get(exc.errno or 0, "check that path and rerun (--debug shows the traceback)")
+    return f"Expected to read or write{where}. Got '{what}'; {fix}."
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -424,6 +466,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         sys.stderr.write(f"semscale: error: {exc}\n")
+        return 1
+    except OSError as exc:  # disk full, read-only or unreachable file systems: the file and the fix
+        if args.debug:
+            raise
+        sys.stderr.write(f"semscale: error: {os_error_text(exc)}\n")
         return 1
     except Exception as exc:
         if args.debug:

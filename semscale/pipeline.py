@@ -41,8 +41,9 @@ def label(config: CampaignConfig, store: CampaignStore, *, overwrite: bool = Fal
     if not ids:
         log.info("label: every image with EDS maps has a target")
         return {"labelled": [], "skipped": [e.id for e in config.images if e.has_eds]}
-    return label_store(store, ids, config.labelling, scribbles=scribbles or None, overwrite=overwrite,
-                       client=client)
+    with store.writer("label"):
+        return label_store(store, ids, config.labelling, scribbles=scribbles or None, overwrite=overwrite,
+                           client=client)
 
 
 def train(config: CampaignConfig, store: CampaignStore, *, client: Any = None,
@@ -63,7 +64,8 @@ def train(config: CampaignConfig, store: CampaignStore, *, client: Any = None,
         )
     if tc.split == "images":
         ids += [e.id for e in config.images if e.role == "test" and store.has_labels(e.id, tc.label_source)]
-    return train_ensemble(store, tc, image_ids=ids, client=client, resume=not fresh)
+    with store.writer("train"):
+        return train_ensemble(store, tc, image_ids=ids, client=client, resume=not fresh)
 
 
 def predict(config: CampaignConfig, store: CampaignStore, *, image_ids: Sequence[str] | None = None,
@@ -81,9 +83,10 @@ def predict(config: CampaignConfig, store: CampaignStore, *, image_ids: Sequence
     results: list[dict[str, Any]] = []
     px = seconds = 0.0
     for n, i in enumerate(ids):
-        results.append(predict_to_store(store, i, config.inference, models=models, model_name=config.model_name,
-                                        overwrite=overwrite, client=client))
-        r = results[-1]
+        with store.writer("predict", optional=True):  # read-only: only images with nothing left to do
+            r = predict_to_store(store, i, config.inference, models=models, model_name=config.model_name,
+                                 overwrite=overwrite, client=client)
+        results.append(r)
         if r["computed"]:
             px, seconds = px + sizes[i] * r["computed"] / r["blocks"], seconds + r["seconds"]
         left = sum(sizes[j] for j in ids[n + 1 :])
@@ -98,12 +101,14 @@ def evaluate(store: CampaignStore, *, model: str | None = None, labels: str = "t
     """Score ``model``'s predictions (or, without a model, the label image ``labels``) against ``ref``.
 
     Returns ``{"images": {id: result}, "total": pooled}`` for the images that have both (metrics are
-    recorded in the store); raises :class:`~semscale.errors.StoreError` when none has.
+    recorded in the store when it is writable); raises :class:`~semscale.errors.StoreError` when none has.
     """
     from semscale.analysis.metrics import evaluate_store
 
     pred: str | tuple[str, str] = ("predictions", model) if model else ("labels", labels)
-    return evaluate_store(store, list(image_ids) if image_ids else None, pred=pred, ref=ref)
+    with store.writer("evaluate", optional=True):  # a read-only store: scores printed, not recorded
+        return evaluate_store(store, list(image_ids) if image_ids else None, pred=pred, ref=ref,
+                              write=store.writable)
 
 
 def evaluate_campaign(config: CampaignConfig, store: CampaignStore) -> dict[str, Any]:
@@ -128,8 +133,10 @@ def stats(config: CampaignConfig, store: CampaignStore, *, model: str | None = N
 
     if labels is None and model is None:
         model = config.model_name
-    result = update_stats(store, config.stats, model=model, labels=labels)
-    store.consolidate()
+    with store.writer("stats", optional=True):
+        result = update_stats(store, config.stats, model=model, labels=labels)
+        if store.writable:  # opening for writing dropped the consolidated metadata
+            store.consolidate()
     return result
 
 
@@ -162,9 +169,12 @@ def segment_file(source: Path, cfg: InferenceConfig, *, model_files: Sequence[Pa
 
     if not model_files:
         raise ConfigError("Expected --model-file MODEL.keras (repeatable) to segment an image file. Got none.")
+    target = output or source.with_name(source.stem + "_labels.tif")
+    if not target.parent.is_dir():  # found before the compute, not after
+        raise ConfigError(f"Expected an existing folder for the output {target}. Got no folder {target.parent}; "
+                          "create it or choose another -o.")
     # with `patch_size: null` (the default) the patch size is the model sidecar's
     out = segment_array(read_image(source), models=list(model_files), cfg=cfg)
-    target = output or source.with_name(source.stem + "_labels.tif")
     tifffile.imwrite(target, out["labels"].astype(np.uint8), compression="zlib")
     return target
 

@@ -242,3 +242,101 @@ def test_models_import_then_predict(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "--overwrite" in capsys.readouterr().err
     assert main(["models", str(store.path), "--json"]) == 0
     assert [m["name"] for m in json.loads(capsys.readouterr().out)] == ["pub"]
+    again = ["predict", str(store.path), "--model", "pub", "--mode", "average", "--probabilities", "--json",
+             "--workers", "1"]
+    out = _cli_read_only(store.path, *again, "--stride", "128")  # nothing left to do: works read-only
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["images"][0]["computed"] == 0
+    out = _cli_read_only(store.path, *again, "--stride", "64")  # other settings: needs to write, says so
+    assert out.returncode == 1 and "Expected a writable store" in out.stderr and "`predict a`" in out.stderr
+
+
+def _cli_read_only(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``semscale ARGS`` in a fresh process that cannot write ``store``: as root (whom permissions do not
+    stop), inside a user and mount namespace where the store is a read-only bind mount; otherwise with the
+    store's write permissions removed."""
+    import os
+    import shlex
+    import shutil
+
+    cmd = [sys.executable, "-m", "semscale.cli", *args]
+    if os.geteuid() != 0:
+        subprocess.run(["chmod", "-R", "a-w", str(store)], check=True)
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True)
+        finally:
+            subprocess.run(["chmod", "-R", "u+w", str(store)], check=True)
+    unshare = shutil.which("unshare")
+    assert unshare, "util-linux `unshare` is needed to test read-only use as root"
+    q = shlex.quote(str(store))
+    script = f"mount --bind {q} {q} && mount -o remount,bind,ro {q} && exec {shlex.join(cmd)}"
+    return subprocess.run([unshare, "-rm", "sh", "-c", script], capture_output=True, text=True)
+
+
+def test_read_only_store_can_be_read_and_says_why_it_cannot_be_written(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """info, models, evaluate, stats --json on a store this user cannot write; writing is refused clearly."""
+    from tests.analysis.test_stats import PIXEL, TIMES, make_store
+
+    store = make_store(tmp_path)
+    cfg = {"name": "c", "store": str(store.path), "pixel_size_um": PIXEL, "images": [
+        {"id": i, "sem": "x.tif", "oxidation_min": t, "role": r} for i, (t, r) in TIMES.items()],
+        "training": {"name": "m"}, "stats": {"tile_um": 2.0, "bootstrap": 20}}
+    store.update_meta(config=cfg)
+    assert main(["stats", str(store.path), "--json"]) == 0
+    written = json.loads(capsys.readouterr().out)
+    before = {p: p.stat().st_mtime_ns for p in store.path.rglob("*")}
+    for args in (["info", "--json"], ["models"], ["evaluate", "--model", "m"]):
+        out = _cli_read_only(store.path, args[0], str(store.path), *args[1:])
+        assert out.returncode == 0, (args, out.stderr)
+    assert "t10" in out.stdout and "accuracy" in out.stdout  # evaluate printed its scores
+    out = _cli_read_only(store.path, "stats", str(store.path), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["errors"] == written["errors"]
+    out = _cli_read_only(store.path, "stats", str(store.path), "--labels", "truth", "--json")
+    assert out.returncode == 0, out.stderr  # never measured: computed and printed, not written
+    result = json.loads(out.stdout)
+    assert result["measured"] == list(TIMES) and not result["written"] and "read-only" in out.stderr
+    out = _cli_read_only(store.path, "stats", str(store.path), "--labels", "truth", "--break-lock")
+    assert out.returncode == 0, out.stderr
+    from tests.inference.test_published import published_unet
+
+    h5 = tmp_path / "unet_1.h5"
+    published_unet(training_dropout=False).save(h5)
+    before = {p: p.stat().st_mtime_ns for p in store.path.rglob("*")}
+    out = _cli_read_only(store.path, "models", "import", str(store.path), str(h5), "--name", "pub")
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"semscale: error: Expected a writable store at {store.path} for `models import`. Got one that this user "
+        "cannot write (permissions or a read-only file system). Read-only use works for `info`, `models`, "
+        "`evaluate`, `stats --json` and a `predict` with nothing left to do; to write, run where the store is "
+        "writable or copy it.")
+    assert {p: p.stat().st_mtime_ns for p in store.path.rglob("*")} == before  # nothing was touched
+
+
+def test_a_second_writer_is_refused_naming_the_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Defect: two writers on one store. The second is refused with the holder named, its outputs untouched;
+    a lock left by a killed run on another node is cleared by --break-lock."""
+    from tests.analysis.test_stats import PIXEL, TIMES, make_store
+    from tests.store.test_lock import _hold_in_other_process, _write_lock
+
+    store = make_store(tmp_path)
+    store.update_meta(config={"name": "c", "store": str(store.path), "pixel_size_um": PIXEL, "images": [
+        {"id": i, "sem": "x.tif", "oxidation_min": t, "role": r} for i, (t, r) in TIMES.items()],
+        "training": {"name": "m"}, "stats": {"tile_um": 2.0, "bootstrap": 20}})
+    holder = _hold_in_other_process(store.path)
+    try:
+        assert main(["stats", str(store.path)]) == 1
+        err = capsys.readouterr().err
+        assert f"Expected no other writer on store {store.path}" in err and f"pid {holder.pid}" in err
+        assert store.read_stats() is None  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    _write_lock(store.path, host="node17", pid=99, command="predict (semscale predict c.yaml)")
+    assert main(["stats", str(store.path)]) == 1
+    assert "host node17" in capsys.readouterr().err
+    assert main(["stats", str(store.path), "--break-lock", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["written"] and "removed the writer lock" in captured.err
+    assert not (store.path / ".semscale-lock.json").exists()

@@ -461,7 +461,8 @@ def update_stats(store: CampaignStore, cfg: StatsConfig = StatsConfig(),  # noqa
                  *, model: str | None = None, labels: str | None = None) -> dict[str, Any]:
     """Bring the store's statistics up to date: measure new or changed images, write ``stats/`` and
     ``stats/summary`` (Zarr), ``report/stats.csv``, ``report/interfaces.csv``, ``report/phase_fractions.png``
-    (and ``report/stats.nc`` with ``cfg.netcdf``). Nothing is written when nothing changed. Returns the
+    (and ``report/stats.nc`` with ``cfg.netcdf``). Nothing is written when nothing changed, or when the store is
+    read-only (the numbers are computed and returned all the same). Returns the
     files, the images measured now and the summary's errors against target and truth."""
     previous = store.read_stats()
     ds, measured = campaign_stats(store, cfg, model=model, labels=labels, previous=previous)
@@ -478,6 +479,9 @@ def update_stats(store: CampaignStore, cfg: StatsConfig = StatsConfig(),  # noqa
     summary = summarise(ds)
     if unchanged:
         log.info("stats: unchanged (%d images)", ds.sizes["image"])
+    elif not store.writable:
+        log.warning("stats: %s is read-only; the statistics of %d images (%d measured now) are computed, not "
+                    "written", store.path, ds.sizes["image"], len(measured))
     else:
         store.write_stats(ds, summary)
         write_tables(ds, report)
@@ -489,4 +493,5 @@ def update_stats(store: CampaignStore, cfg: StatsConfig = StatsConfig(),  # noqa
               for name in summary.data_vars if name.startswith("fraction_") and name.split("_")[1] in
               ("mae", "rmse", "bias")}
     return {"files": {k: str(v) for k, v in files.items()}, "images": ds["image"].values.tolist(),
-            "measured": measured, "changed": not unchanged, "errors": errors}
+            "measured": measured, "changed": not unchanged, "written": not unchanged and store.writable,
+            "errors": errors}

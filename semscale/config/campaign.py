@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from semscale import CLASSES
+from semscale import CLASSES, EDS_ELEMENTS
 from semscale.config.sections import (
     ClusterConfig,
     InferenceConfig,
@@ -47,6 +47,8 @@ class ImageEntry:
     """Optional sparse user labels (uint8, 255 = unlabelled) that add to the automatic EDS seeds."""
     role: Literal["train", "test", "predict"] | None = None
     """Default: ``train`` when the image has EDS maps or a target, else ``predict``."""
+    page: int | None = None
+    """The page (0-based) of a multi-page SEM TIFF to read; such files are refused without it."""
 
     def __post_init__(self) -> None:
         if self.role is None:
@@ -120,7 +122,13 @@ def load_config(path: str | Path, *, check_files: bool = True) -> CampaignConfig
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = " ".join(str(x) for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x)
+        raise ConfigError(f"{where}: expected valid YAML. Got {problem or str(exc).splitlines()[0]}; fix the "
+                          "file at that line and column.") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: expected a UTF-8 text file. Got {exc.reason} at byte {exc.start}.") from None
     return CampaignConfig.from_dict(data, base_dir=path.parent.resolve(), source=path, check_files=check_files)
 
 
@@ -142,8 +150,9 @@ def _build_image(data: Any, key: str, base: Path, check_files: bool) -> ImageEnt
         if data.get(required) in (None, ""):
             raise _FieldError(f"{key}.{required}", "missing required key")
     image_id = _coerce(data["id"], str, f"{key}.id")
-    if not ID_PATTERN.match(image_id):
-        raise _FieldError(f"{key}.id", f"expected only letters, digits, '_', '.', '-', got {image_id!r}")
+    if not ID_PATTERN.match(image_id) or image_id.startswith("."):
+        raise _FieldError(f"{key}.id", "expected only letters, digits, '_', '.', '-', not starting with '.', "
+                                       f"got {image_id!r}")
     eds_raw = data.get("eds") or {}
     if not isinstance(eds_raw, Mapping):
         raise _FieldError(f"{key}.eds", f"expected a mapping element -> file, got {_describe(eds_raw)}")
@@ -166,6 +175,14 @@ def _build_image(data: Any, key: str, base: Path, check_files: bool) -> ImageEnt
         _check(kwargs["oxidation_min"] >= 0, f"{key}.oxidation_min", "a number >= 0", kwargs["oxidation_min"])
     if data.get("role") is not None:
         kwargs["role"] = _coerce(data["role"], Literal["train", "test", "predict"], f"{key}.role")
+    if data.get("page") is not None:
+        kwargs["page"] = _coerce(data["page"], int, f"{key}.page")
+        _check(kwargs["page"] >= 0, f"{key}.page", "an integer >= 0", kwargs["page"])
+    missing = [el for el in EDS_ELEMENTS if el not in eds]
+    if eds and kwargs.get("target") is None and missing:
+        raise _FieldError(f"{key}.eds", f"expected maps of {', '.join(EDS_ELEMENTS)} (the EDS-guided labelling "
+                                        f"needs all of them), got {', '.join(sorted(eds))} (missing "
+                                        f"{', '.join(missing)}); add the missing map(s) or give `target:`")
     return ImageEntry(**kwargs)
 
 

@@ -17,6 +17,10 @@ class IngestConfig:
 
     chunk_size: int = 1024
     """Zarr chunk edge (px) of SEM and label arrays."""
+    label_encoding: Literal["auto", "index", "grey"] = "auto"
+    """How target/truth files encode classes: ``index`` (values 0..K-1, 255 = unlabelled), ``grey`` (evenly
+    spaced grey levels, 0/85/170/255 for four classes) or ``auto`` (whichever fits; an error when both fit
+    with different meanings, as for a file holding only 0 and 255)."""
 
     def __post_init__(self) -> None:
         _check(self.chunk_size >= 16, "ingest.chunk_size", "an integer >= 16", self.chunk_size)

@@ -310,7 +310,6 @@ def import_models(
     model ``name`` is replaced only with ``overwrite``. Every file is checked before anything is written.
     """
     from semscale.store.models import list_models, member_indices
-    from semscale.training.unet import content_hash, write_model_files
 
     if normalisation not in NORMALISATIONS:
         raise ModelError(f"Expected --normalisation one of {list(NORMALISATIONS)}. Got {normalisation!r}.")
@@ -328,13 +327,24 @@ def import_models(
             raise ModelError(f"Expected a model file at {f}. Got no such file.")
         model = load_hdf5(f)
         _check_io(model, f, len(names))
-        loaded.append((f, model, graph_geometry(model)))
+        geo = graph_geometry(model)
+        if mc_dropout and not geo.dropout:
+            raise ModelError(f"Expected dropout layers for --mc-dropout in {f}. Got none; import without it.")
+        loaded.append((f, model, geo))
+    with store.writer("models import"):
+        _write_imported(store, loaded, name=name, names=names, normalisation=normalisation,
+                        mc_dropout=mc_dropout, seed=seed, overwrite=overwrite)
+    return next(m for m in list_models(store) if m["name"] == name)
+
+
+def _write_imported(store: CampaignStore, loaded: Sequence[tuple[Path, Any, GraphFacts]], *, name: str,
+                    names: list[str], normalisation: str, mc_dropout: int, seed: int, overwrite: bool) -> None:
+    from semscale.training.unet import content_hash, write_model_files
+
     if overwrite:
         store.remove_model(name)
     store.model_dir(name, create=True)
     for k, (f, model, geo) in enumerate(loaded):
-        if mc_dropout and not geo.dropout:
-            raise ModelError(f"Expected dropout layers for --mc-dropout in {f}. Got none; import without it.")
         meta = {
             "architecture": "imported", "member": k, "classes": names, "n_classes": len(names),
             "input_channels": 1, "patch_size": geo.input_size or 256, "input_size": geo.input_size,
@@ -348,7 +358,6 @@ def import_models(
         write_model_files(model, store.member_file(name, k, "model"), meta)
         log.info("imported %s as %s/member_%d (receptive field %d px, %s)", f, name, k, geo.receptive_field_px,
                  f"{mc_dropout} MC-dropout passes" if mc_dropout else "dropout off")
-    return next(m for m in list_models(store) if m["name"] == name)
 
 
 def normalisation_of(meta: dict[str, Any]) -> str:

@@ -141,8 +141,21 @@ def _prepare(
     return markers
 
 
-def _pending(store: CampaignStore, name: str, image_id: str, markers: DoneMarkers, grid: BlockGrid) -> list[Index]:
-    """Blocks to compute: marker missing or stale, or an output chunk missing (then the marker is cleared)."""
+def _up_to_date(store: CampaignStore, name: str, image_id: str, params: dict[str, Any], grid: BlockGrid) -> bool:
+    """Whether the predictions of ``image_id`` are complete with ``params`` (then nothing is written)."""
+    if not store.has_predictions(name, image_id):
+        return False
+    g = store.prediction_group(name, image_id)
+    old = attrs_of(g)
+    if old.get("params") != params or not old.get("complete") or "done" not in g:
+        return False
+    done = g["done"]
+    return (isinstance(done, zarr.Array) and DoneMarkers(done, settings_hash(params)).all_done()
+            and bool(_written(store, name, image_id, grid).all()))
+
+
+def _written(store: CampaignStore, name: str, image_id: str, grid: BlockGrid) -> np.ndarray:
+    """Per block of ``grid``: whether every output chunk it covers exists."""
     written = np.ones(grid.grid, bool)
     for arr in store.prediction_arrays(name, image_id).values():
         have = store.chunks_written(arr)
@@ -151,6 +164,12 @@ def _pending(store: CampaignStore, name: str, image_id: str, markers: DoneMarker
         for ix in grid.indices():
             ry, rx = grid.region(ix)
             written[ix] &= bool(have[ry.start // ch[0] : -(-ry.stop // ch[0]), rx.start // ch[1] : -(-rx.stop // ch[1])].all())
+    return written
+
+
+def _pending(store: CampaignStore, name: str, image_id: str, markers: DoneMarkers, grid: BlockGrid) -> list[Index]:
+    """Blocks to compute: marker missing or stale, or an output chunk missing (then the marker is cleared)."""
+    written = _written(store, name, image_id, grid)
     pending = markers.pending(grid.indices())
     for ix in grid.indices():
         if not written[ix] and ix not in pending:
@@ -200,6 +219,11 @@ def predict_to_store(
     geom = make_geometry(cfg, facts)
     grid = _block_grid(store, image_id, cfg)
     params = _settings(store, image_id, cfg, geom, members, grid)
+    if not overwrite and _up_to_date(store, name, image_id, params, grid):
+        log.info("%s/%s: every block done with these settings", name, image_id)
+        return _summary(store, name, image_id, cfg, geom, grid, n_members=facts.samples, computed=0, t0=t0)
+    if not store.writable:
+        raise store.read_only_error(f"predict {image_id}")
     markers = _prepare(store, name, image_id, params, grid=grid, facts=facts, n_members=len(members), cfg=cfg,
                        overwrite=overwrite)
     pending = _pending(store, name, image_id, markers, grid)
@@ -233,6 +257,7 @@ def _summary(
         "mpx_per_s": h * w / 1e6 / seconds if computed else None,
     }
     g = store.prediction_group(name, image_id)
-    g.attrs["semscale"] = {**attrs_of(g), "complete": True, "summary": _jsonable(summary)}
+    if computed or not attrs_of(g).get("complete"):  # a no-op rerun keeps the summary of the run that computed
+        g.attrs["semscale"] = {**attrs_of(g), "complete": True, "summary": _jsonable(summary)}
     log.info("%s/%s: %d of %d blocks computed in %.1f s", name, image_id, computed, n_blocks, seconds)
     return summary

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from semscale.config import CampaignConfig, ImageEntry, IngestConfig
-from semscale.errors import InputImageError
+from semscale.errors import ConfigError, InputImageError
 from semscale.io.readers import (
     file_sha256,
     infer_eds_factor,
@@ -40,19 +40,21 @@ __all__ = ["ingest_campaign", "ingest_image"]
 # --- store writers --------------------------------------------------------------------------------
 def _write_sem(store: CampaignStore, entry: ImageEntry, *, chunk_size: int, sha: str, meta: dict[str, Any]) -> None:
     path = Path(entry.sem)
-    info = read_info(path)
+    info = read_info(path, page=entry.page)
     arr = store.create_image(entry.id, shape=info.shape, dtype=info.dtype, chunks=chunk_size, attrs=meta)
     rows = arr.chunks[0]
     nbins = 256 if info.dtype == np.uint8 else 65536
     hist = np.zeros(nbins, np.int64)
     n_bands = math.ceil(info.shape[0] / rows)
-    for y0, band in progress(iter_bands(path, rows=rows), total=n_bands, description=f"ingest {entry.id}"):
+    bands = iter_bands(path, rows=rows, page=entry.page)
+    for y0, band in progress(bands, total=n_bands, description=f"ingest {entry.id}"):
         arr[y0:y0 + band.shape[0], :] = band
         hist += histogram(band, nbins=nbins)
     store.finish_image(entry.id, norm=norm_from_histogram(hist), sha256=sha, bit_depth=8 * info.dtype.itemsize)
 
 
-def _write_label_file(store: CampaignStore, image_id: str, name: str, path: Path, sha: str) -> None:
+def _write_label_file(store: CampaignStore, image_id: str, name: str, path: Path, sha: str, *,
+                      encoding: str) -> None:
     info = read_info(path)
     sem_shape = tuple(store.sem_array(image_id).shape)
     if info.shape != sem_shape:
@@ -64,7 +66,7 @@ def _write_label_file(store: CampaignStore, image_id: str, name: str, path: Path
     rows = store.sem_array(image_id).chunks[0]
     for _, band in iter_bands(path, rows=rows):
         counts += histogram(band, nbins=nbins)
-    lut = label_lut(counts, len(store.classes), where=f"`{name}` labels {path}")
+    lut = label_lut(counts, len(store.classes), encoding=encoding, where=f"`{name}` labels {path}")
     arr = store.create_labels(image_id, name, attrs={"source": str(path), "sha256": sha, "origin": "file"})
     step = max(1, (1 << 20) // max(1, info.shape[1]))  # rows per lookup: bounds the int64 index temporary
     for y0, band in iter_bands(path, rows=rows):
@@ -109,8 +111,7 @@ def ingest_image(store: CampaignStore, entry: ImageEntry, cfg: IngestConfig, *, 
     else:
         report["sem"] = "changed" if have else "ingested"
         if have:
-            for model in store.drop_predictions(entry.id):
-                log.warning("%s changed: dropped its stale predictions from model %s", entry.id, model)
+            _invalidate(store, entry.id, f"its SEM {entry.sem} changed", predictions=True, target=True)
         _write_sem(store, entry, chunk_size=chunk_size, sha=sem_sha, meta=meta)
 
     if entry.eds:
@@ -122,10 +123,9 @@ def ingest_image(store: CampaignStore, entry: ImageEntry, cfg: IngestConfig, *, 
             report["eds"] = "unchanged"
         else:
             report["eds"] = "changed" if elements else "ingested"
+            if elements:
+                _invalidate(store, entry.id, "its EDS maps changed", predictions=False, target=True)
             factor = _write_eds(store, entry, shas)
-            if elements and store.has_labels(entry.id, "target") and \
-                    store.label_attrs(entry.id, "target").get("origin") != "file":
-                store.drop_labels(entry.id, "target")  # derived from the old EDS maps
             log.info("%s: EDS %s at 1/%d resolution", entry.id, ", ".join(sorted(entry.eds)), factor)
 
     for name in ("target", "truth"):
@@ -137,8 +137,25 @@ def ingest_image(store: CampaignStore, entry: ImageEntry, cfg: IngestConfig, *, 
             report[name] = "unchanged"
             continue
         report[name] = "changed" if store.has_labels(entry.id, name) else "ingested"
-        _write_label_file(store, entry.id, name, Path(path), sha)
+        if report[name] == "changed":
+            _invalidate(store, entry.id, f"its {name} file {path} changed", predictions=False, target=False)
+        _write_label_file(store, entry.id, name, Path(path), sha, encoding=cfg.label_encoding)
     return report
+
+
+def _invalidate(store: CampaignStore, image_id: str, why: str, *, predictions: bool, target: bool) -> None:
+    """Drop what was derived from an image's old inputs: its predictions, its automatic target (made from
+    SEM + EDS) and the campaign's statistics and report (which include every image), each with a warning,
+    so no stale result is left looking complete."""
+    if predictions:
+        for model in store.drop_predictions(image_id):
+            log.warning("%s: %s; dropped its predictions by model %s", image_id, why, model)
+    if target and store.has_labels(image_id, "target") and \
+            store.label_attrs(image_id, "target").get("origin") != "file":
+        store.drop_labels(image_id, "target")
+        log.warning("%s: %s; dropped its automatic target (rerun `semscale label`)", image_id, why)
+    if store.drop_stats():
+        log.warning("%s: %s; dropped the campaign's statistics and report (rerun `semscale stats`)", image_id, why)
 
 
 def ingest_campaign(config: CampaignConfig, *, force: bool = False,
@@ -148,8 +165,13 @@ def ingest_campaign(config: CampaignConfig, *, force: bool = False,
 
     store = create_store(config.store, name=config.name, classes=config.classes,
                          pixel_size_um=config.pixel_size_um, config=config.to_dict())
+    unknown = sorted(set(image_ids or ()) - {e.id for e in config.images})
+    if unknown:
+        raise ConfigError(f"Expected --image among the config's ids ({', '.join(e.id for e in config.images)}). "
+                          f"Got {', '.join(unknown)}.")
     entries = [e for e in config.images if image_ids is None or e.id in image_ids]
-    for entry in entries:
-        report = ingest_image(store, entry, config.ingest, force=force)
-        log.info("%s: %s", entry.id, ", ".join(f"{k} {v}" for k, v in report.items()))
+    with store.writer("ingest"):
+        for entry in entries:
+            report = ingest_image(store, entry, config.ingest, force=force)
+            log.info("%s: %s", entry.id, ", ".join(f"{k} {v}" for k, v in report.items()))
     return store

@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from struct import error as struct_error
 from typing import Any
 
 import numpy as np
@@ -82,14 +83,49 @@ def _check_dtype(dtype: np.dtype, path: Path) -> np.dtype:
     return dtype
 
 
-def _tiff_page(tif: Any, path: Path) -> Any:
-    page = tif.pages.first if hasattr(tif.pages, "first") else tif.pages[0]
-    if page.samplesperpixel != 1 or len(page.shape) != 2:
+def _tiff_page(tif: Any, path: Path, page: int | None) -> Any:
+    """The page to read: the only one, or ``page`` of a multi-page file (never page 0 by default)."""
+    n = len(tif.pages)
+    if page is None and n > 1:
+        shapes = [tuple(tif.pages[i].shape) for i in range(min(n, 4))]
         raise InputImageError(
-            f"Expected a single-channel (grey) 2-D image in {path}. Got shape {page.shape} with "
-            f"{page.samplesperpixel} samples per pixel; save the SEM image as grey."
+            f"Expected a single-page TIFF in {path}. Got {n} pages (shapes {shapes}{' …' if n > 4 else ''}); "
+            "set `page: N` (0-based) on the image's entry to read page N."
         )
-    return page
+    k = 0 if page is None else page
+    if not 0 <= k < n:
+        raise InputImageError(f"Expected `page` in 0..{n - 1} for {path}. Got {page}.")
+    pg = tif.pages[k]
+    if pg.samplesperpixel != 1 or len(pg.shape) != 2:
+        raise InputImageError(
+            f"Expected a single-channel (grey) 2-D image in {path}. Got shape {pg.shape} with "
+            f"{pg.samplesperpixel} samples per pixel; save the SEM image as grey (one 2-D page)."
+        )
+    _check_size(tuple(pg.shape), path)
+    end = max((o + c for o, c in zip(pg.dataoffsets, pg.databytecounts)), default=0)
+    size = path.stat().st_size
+    if end > size:
+        raise InputImageError(
+            f"Expected the pixel data of {path} to end within the file. Got a file of {size} bytes whose image "
+            f"data reach byte {end}: it is truncated (an unfinished copy?); copy it again."
+        )
+    return pg
+
+
+def _check_size(shape: tuple[int, ...], path: Path) -> None:
+    if not shape or min(shape) < 1:
+        raise InputImageError(f"Expected an image with pixels in {path}. Got shape {'×'.join(map(str, shape))}.")
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """A memory-mapped ``.npy`` array (numbers only, never pickled objects)."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputImageError(
+            f"Expected a NumPy .npy file of uint8 or uint16 numbers in {path}. Got one NumPy cannot map "
+            f"({exc}); save it with numpy.save from a numeric array."
+        ) from None
 
 
 def _to_grey(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -116,27 +152,35 @@ def _read_plain(path: Path) -> np.ndarray:
     return _to_grey(arr, path)
 
 
-def read_info(path: str | Path) -> ImageInfo:
-    """Shape and dtype of an image file without reading its pixels (except PNG/JPEG)."""
+def read_info(path: str | Path, *, page: int | None = None) -> ImageInfo:
+    """Shape and dtype of an image file without reading its pixels (except PNG/JPEG); ``page``: the page
+    of a multi-page TIFF (required there: such files are never read as page 0 silently)."""
     path = Path(path)
     kind = _kind(path)
     if not path.is_file():
         raise InputImageError(f"Expected an image file at {path}. Got no such file.")
+    if page is not None and kind != "tiff":
+        raise InputImageError(f"Expected a TIFF for `page: {page}`. Got {path}, which has one image.")
     if kind == "tiff":
         import tifffile
 
         try:
             with tifffile.TiffFile(path) as tif:
-                page = _tiff_page(tif, path)
-                return ImageInfo(tuple(page.shape), _check_dtype(page.dtype, path), kind)
-        except tifffile.TiffFileError as exc:
-            raise InputImageError(f"Could not read TIFF {path}: {exc}") from None
+                pg = _tiff_page(tif, path, page)
+                return ImageInfo(tuple(pg.shape), _check_dtype(pg.dtype, path), kind)
+        except InputImageError:
+            raise
+        except (tifffile.TiffFileError, ValueError, struct_error) as exc:
+            raise InputImageError(f"Expected a readable TIFF at {path}. Got {type(exc).__name__}: {exc}; "
+                                  "check the file (an unfinished copy?) and copy it again.") from None
     if kind == "npy":
-        arr = np.load(path, mmap_mode="r")
+        arr = _load_npy(path)
         if arr.ndim != 2:
             raise InputImageError(f"Expected a 2-D array in {path}. Got shape {arr.shape}.")
+        _check_size(tuple(arr.shape), path)
         return ImageInfo(tuple(arr.shape), _check_dtype(arr.dtype, path), kind)
     arr = _read_plain(path)
+    _check_size(tuple(arr.shape), path)
     return ImageInfo(tuple(arr.shape), _check_dtype(arr.dtype, path), kind)
 
 
@@ -177,7 +221,7 @@ class _BandAssembler:
             row = stop
 
 
-def iter_bands(path: str | Path, *, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+def iter_bands(path: str | Path, *, rows: int, page: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(y0, band)`` row bands of a 2-D image file, each ``rows`` high (the last may be lower).
 
     TIFFs are streamed segment by segment (memory ~ one band), ``.npy`` files memory-mapped; PNG/JPEG are
@@ -190,24 +234,24 @@ def iter_bands(path: str | Path, *, rows: int) -> Iterator[tuple[int, np.ndarray
         import tifffile
 
         with tifffile.TiffFile(path) as tif:
-            page = _tiff_page(tif, path)
-            shape = tuple(page.shape)
-            dtype = _check_dtype(page.dtype, path)
-            if page.is_memmappable:
-                mm = tifffile.memmap(path, page=page.index, mode="r")
+            pg = _tiff_page(tif, path, page)
+            shape = tuple(pg.shape)
+            dtype = _check_dtype(pg.dtype, path)
+            if pg.is_memmappable:
+                mm = tifffile.memmap(path, page=pg.index, mode="r")
                 for y0 in range(0, shape[0], rows):
                     yield y0, np.array(mm[y0:y0 + rows])
                 del mm
                 return
             asm = _BandAssembler(shape, dtype, rows)
-            for seg, index, seg_shape in page.segments(maxworkers=1, buffersize=READ_BUFFER):
+            for seg, index, seg_shape in pg.segments(maxworkers=1, buffersize=READ_BUFFER):
                 data = None if seg is None else seg.reshape(seg_shape)[0, :, :, 0]
                 yield from asm.add(index[-3], index[-2], data, seg_shape[1:3])
             for b in sorted(asm.open):  # segments missing in the file read as zeros
                 yield b * rows, asm.open.pop(b)[0]
         return
     if kind == "npy":
-        arr = np.load(path, mmap_mode="r")
+        arr = _load_npy(path)
         _check_dtype(arr.dtype, path)
         for y0 in range(0, arr.shape[0], rows):
             yield y0, np.array(arr[y0:y0 + rows])
@@ -218,11 +262,11 @@ def iter_bands(path: str | Path, *, rows: int) -> Iterator[tuple[int, np.ndarray
         yield y0, arr[y0:y0 + rows]
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, *, page: int | None = None) -> np.ndarray:
     """Read a whole 2-D image file into memory (for small images: EDS maps, tests)."""
-    info = read_info(path)
+    info = read_info(path, page=page)
     out = np.empty(info.shape, info.dtype)
-    for y0, band in iter_bands(path, rows=max(1, min(4096, info.shape[0]))):
+    for y0, band in iter_bands(path, rows=max(1, min(4096, info.shape[0])), page=page):
         out[y0:y0 + band.shape[0]] = band
     return out
 
@@ -246,29 +290,46 @@ def infer_eds_factor(sem_shape: Sequence[int], eds_shape: Sequence[int], *, wher
     )
 
 
-def label_lut(counts: np.ndarray, n_classes: int, *, where: str = "label image") -> np.ndarray:
+def label_lut(counts: np.ndarray, n_classes: int, *, encoding: str = "auto",
+              where: str = "label image") -> np.ndarray:
     """Lookup table mapping the grey values of a label image to class indices (255 stays 255).
 
-    ``counts[v]`` is how often value ``v`` occurs. Values ``0..K-1`` (and 255) are taken as class indices;
-    otherwise evenly spaced grey levels ``round(i * maxval / (K-1))`` (0/85/170/255 for K=4 in 8 bit) map to
-    ``i``. Anything else is an error listing the unexpected values.
+    ``counts[v]`` is how often value ``v`` occurs. ``encoding``: ``index`` — values ``0..K-1`` are class
+    indices and 255 is unlabelled; ``grey`` — evenly spaced grey levels ``round(i * maxval / (K-1))``
+    (0/85/170/255 for K=4 in 8 bit) are class ``i``; ``auto`` — whichever of the two fits the values
+    present, and an error when both fit with different meanings (e.g. only 0 and 255: "class 0 and
+    unlabelled", or "first and last class"). Values that fit neither are an error listing them.
     """
-    present = np.flatnonzero(counts)
+    present = set(np.flatnonzero(counts).tolist())
     maxval = 255 if counts.size <= 256 else 65535
-    lut = np.full(counts.size, IGNORE_LABEL, np.uint8)
-    as_index = set(range(n_classes)) | {IGNORE_LABEL}
-    if set(present.tolist()) <= as_index:
-        lut[:n_classes] = np.arange(n_classes, dtype=np.uint8)
-        if IGNORE_LABEL in present and present.max(initial=0) == IGNORE_LABEL and len(present) <= 2:
-            log.warning("%s holds only values %s: read as class indices with 255 = unlabelled",
-                        where, present.tolist())
-        return lut
     levels = np.rint(np.arange(n_classes) * maxval / (n_classes - 1)).astype(np.int64)
-    if set(present.tolist()) <= set(levels.tolist()):
-        lut[levels] = np.arange(n_classes, dtype=np.uint8)
-        return lut
-    bad = sorted(set(present.tolist()) - as_index - set(levels.tolist()))
-    raise InputImageError(
-        f"Expected class indices 0..{n_classes - 1} (255 = unlabelled) or grey levels "
-        f"{levels.tolist()} in {where}. Got values {bad[:8]}{' ...' if len(bad) > 8 else ''}."
-    )
+    as_index = {v: v for v in range(n_classes)} | {IGNORE_LABEL: IGNORE_LABEL}
+    as_grey = {int(v): i for i, v in enumerate(levels)}
+    fits = {name: present <= set(m) for name, m in (("index", as_index), ("grey", as_grey))}
+    if encoding not in ("auto", "index", "grey"):
+        raise InputImageError(f"Expected `ingest.label_encoding` auto, index or grey. Got {encoding!r}.")
+    requested = encoding
+    if encoding == "auto":
+        if fits["index"] and fits["grey"] and any(as_index[v] != as_grey[v] for v in present):
+            raise InputImageError(
+                f"Expected {where} to say how its values encode classes. Got only the values {sorted(present)}, "
+                f"which read as class indices (255 = unlabelled) or as grey levels {levels.tolist()}, with "
+                "different classes; set `ingest.label_encoding: index` or `grey` in the config."
+            )
+        encoding = "index" if fits["index"] else "grey"
+    mapping = as_index if encoding == "index" else as_grey
+    if not fits[encoding]:
+        bad = sorted(present - set(mapping))
+        if requested == "auto":  # the values that fit neither form (or, for a mix of both, the other form's)
+            bad = sorted(present - set(as_index) - set(as_grey)) or bad
+        forms = {"index": f"class indices 0..{n_classes - 1} (255 = unlabelled)",
+                 "grey": f"grey levels {levels.tolist()}"}
+        expected = " or ".join(forms.values()) if requested == "auto" else forms[requested]
+        raise InputImageError(
+            f"Expected {expected} in {where}. Got values {bad[:8]}{' ...' if len(bad) > 8 else ''}."
+        )
+    lut = np.full(counts.size, IGNORE_LABEL, np.uint8)
+    for v, cls in mapping.items():
+        if v < counts.size:
+            lut[v] = cls
+    return lut

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from semscale import EDS_ELEMENTS
+
 if TYPE_CHECKING:
     import dask.array as da
 
@@ -30,7 +32,7 @@ __all__ = [
 
 TRUNCATE = 4.0
 """Gaussian kernels are cut at ``TRUNCATE * sigma`` (scipy's default); the block halo covers that."""
-ELEMENTS: tuple[str, ...] = ("Ni", "O", "Zr")
+ELEMENTS: tuple[str, ...] = EDS_ELEMENTS
 """EDS channels the seeding rules need (YSZ = ZrO2 contains O; NiO contains Ni and O; Ni only Ni)."""
 PHASES: tuple[str, ...] = ("pore", "NiO", "Ni", "YSZ")
 EDS_SMOOTH_SIGMA = 1.0

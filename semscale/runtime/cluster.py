@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from semscale.config import ClusterConfig
-from semscale.errors import DependencyError
+from semscale.errors import ConfigError, DependencyError
 from semscale.runtime import backend
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,36 @@ def plan_cluster(
     )
 
 
+SCHEDULER_TIMEOUT_S = 30
+"""Seconds a client waits for a scheduler that accepts connections to answer."""
+
+
+def check_scheduler(address: str, *, timeout_s: float = 5.0) -> None:
+    """Fail fast, naming the address, when nothing accepts TCP connections at a scheduler address
+    (``tcp://host:port`` or ``host:port``); other protocols are left to ``distributed``."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = f"the Dask scheduler address {address!r} (`cluster.address` / --scheduler)"
+    url = urlsplit(address if "://" in address else f"tcp://{address}")
+    if url.scheme not in ("tcp", "tls"):
+        return
+    try:
+        host, port = url.hostname, url.port
+    except ValueError:
+        host, port = None, None
+    if not host or port is None:
+        raise ConfigError(f"Expected {where} as tcp://HOST:PORT. Got no host or port in it.")
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"Expected a Dask scheduler at {address}. Got {exc.strerror or type(exc).__name__} within "
+            f"{timeout_s:g} s; start one (`dask scheduler`), check the address, or drop --scheduler to run a "
+            "local cluster."
+        ) from None
+
+
 def _start(plan: ClusterPlan, *, processes: bool) -> Any:
     """Start the local cluster ``plan`` describes (``kind`` cuda or local)."""
     if plan.kind == "cuda":
@@ -128,9 +158,11 @@ def get_client(cfg: ClusterConfig | None = None, *, processes: bool = True) -> I
     from distributed import Client
 
     plan = plan_cluster(cfg if cfg is not None else ClusterConfig())
+    if plan.kind == "address" and plan.address:
+        check_scheduler(plan.address)
     cluster: Any = None if plan.kind == "address" else _start(plan, processes=processes)
     try:
-        client = Client(plan.address if cluster is None else cluster)
+        client = Client(plan.address if cluster is None else cluster, timeout=SCHEDULER_TIMEOUT_S)
         try:
             if cluster is None:
                 log.info("connected to Dask scheduler %s", plan.address)

@@ -19,8 +19,10 @@ after all its arrays are written, so an interrupted ingest is detected and redon
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,6 +35,7 @@ from semscale import CLASSES, IGNORE_LABEL
 from semscale._version import __version__
 from semscale.errors import StoreError
 from semscale.store import paths
+from semscale.store.lock import writer_lock
 from semscale.store.ngff import (
     DEFAULT_CHUNK,
     NGFF_VERSION,
@@ -91,6 +94,32 @@ class CampaignStore(StoreOutputs):
 
     def update_meta(self, **values: Any) -> None:
         set_attrs(self.root, **values)
+
+    def writer(self, command: str, *, optional: bool = False) -> contextlib.AbstractContextManager[None]:
+        """Hold this store's writer lock for a ``with`` block (:mod:`semscale.store.lock`; re-entrant).
+
+        A store this handle cannot write raises :class:`StoreError` naming ``command``, unless ``optional``:
+        then the block runs without the lock (a stage that finds nothing to do writes nothing)."""
+        if self.writable:
+            return writer_lock(self.path, command=command)
+        if optional:
+            return contextlib.nullcontext()
+        raise self.read_only_error(command)
+
+    def read_only_error(self, command: str) -> StoreError:
+        """The error for ``command`` needing to write this store when it cannot."""
+        why = "was opened read-only" if self.root.read_only and os.access(self.path, os.W_OK) else \
+            "this user cannot write (permissions or a read-only file system)"
+        return StoreError(
+            f"Expected a writable store at {self.path} for `{command}`. Got one that {why}. Read-only use "
+            "works for `info`, `models`, `evaluate`, `stats --json` and a `predict` with nothing left to do; "
+            "to write, run where the store is writable or copy it."
+        )
+
+    @property
+    def writable(self) -> bool:
+        """Whether this handle may write (opened ``r+``, and the store's root folder accepts files)."""
+        return not self.root.read_only and os.access(self.path, os.W_OK)
 
     # --- images ------------------------------------------------------------------------------------
     def image_ids(self, *, complete_only: bool = True) -> list[str]:
@@ -372,6 +401,12 @@ def create_store(
     An existing store keeps its contents; its classes and pixel size must match.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"Expected a folder (or nothing) at the store path {path}. Got a file; point `store:` "
+                         "at a new path ending in .zarr, or move the file.")
+    if path.is_dir() and not (path / "zarr.json").exists() and any(path.iterdir()):
+        raise StoreError(f"Expected an empty folder or a semscale store at {path}. Got a folder with other files "
+                         "and no zarr.json; point `store:` at a new path ending in .zarr.")
     if (path / "zarr.json").exists():
         store = open_store(path, mode="r+")
         meta = store.meta
@@ -387,10 +422,11 @@ def create_store(
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         store = CampaignStore(path, zarr.open_group(str(path), mode="a", zarr_format=3, use_consolidated=False))
-    store.update_meta(
-        name=name, classes=list(classes), pixel_size_um=float(pixel_size_um),
-        semscale_version=__version__, layout=LAYOUT, **({"config": dict(config)} if config is not None else {}),
-    )
+    with store.writer("ingest"):
+        store.update_meta(
+            name=name, classes=list(classes), pixel_size_um=float(pixel_size_um), semscale_version=__version__,
+            layout=LAYOUT, **({"config": dict(config)} if config is not None else {}),
+        )
     return store
 
 
@@ -402,6 +438,8 @@ def open_store(path: str | Path, *, mode: Literal["r", "r+"] = "r+") -> Campaign
             f"Expected a semscale store (Zarr v3 group) at {path}. Got no zarr.json there. "
             "Create one with `semscale ingest CONFIG`."
         )
+    if mode != "r" and not os.access(path, os.W_OK):
+        mode = "r"  # a store this user cannot write opens read-only; writers say so (CampaignStore.writer)
     if mode != "r":
         _drop_consolidated(path)
     # the hierarchy itself, never a consolidated snapshot of it: stages see what the others wrote

@@ -48,6 +48,8 @@ class StoreOutputs:
         def classes(self) -> tuple[str, ...]: ...
         @property
         def pixel_size_um(self) -> float: ...
+        @property
+        def writable(self) -> bool: ...
         def sem_array(self, image_id: str, level: int = 0) -> zarr.Array: ...
         def labels(self, image_id: str, name: str, level: int = 0) -> da.Array: ...
         def label_array(self, image_id: str, name: str, level: int = 0) -> zarr.Array: ...
@@ -248,6 +250,20 @@ class StoreOutputs:
     def has_stats(self) -> bool:
         return paths.STATS in self.root
 
+    def drop_stats(self) -> bool:
+        """Delete ``stats/`` and the files in ``report/`` (all derived from every image); True if any were there."""
+        import shutil
+
+        had = self.has_stats()
+        if had:
+            del self.root[paths.STATS]
+        report = self.path / paths.REPORT
+        for f in (report.iterdir() if report.is_dir() else ()):
+            if f.name != "zarr.json":
+                had = True
+                shutil.rmtree(f) if f.is_dir() else f.unlink()
+        return had
+
     def read_stats(self) -> Any:
         """The stored per-image statistics (lazy :class:`xarray.Dataset`), or None when there are none."""
         import xarray as xr
@@ -276,8 +292,9 @@ class StoreOutputs:
             zarr.consolidate_metadata(str(self.path), zarr_format=3)
 
     def report_dir(self) -> Path:
-        """``report/`` (a Zarr group, so tools see it), created on first use."""
-        self.root.require_group(paths.REPORT)
+        """``report/`` (a Zarr group, so tools see it), created on first use by a handle that may write."""
+        if self.writable:
+            self.root.require_group(paths.REPORT)
         return self.path / paths.REPORT
 
     def scratch_group(self, stage: str, image_id: str, *, create: bool = False) -> zarr.Group | None:

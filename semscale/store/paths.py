@@ -9,7 +9,7 @@ from __future__ import annotations
 from semscale.store.ngff import level_path
 
 __all__ = [
-    "EDS", "IMAGES", "MODELS", "PREDICTIONS", "REPORT", "SCRATCH", "STATS", "STATS_SUMMARY",
+    "EDS", "IMAGES", "LOCK", "MODELS", "PREDICTIONS", "REPORT", "SCRATCH", "STATS", "STATS_SUMMARY",
     "eds", "image", "label", "label_level", "labels", "member_file", "model", "prediction", "scratch",
     "sem_level",
 ]
@@ -21,6 +21,8 @@ PREDICTIONS = "predictions"
 STATS = "stats"
 STATS_SUMMARY = "stats/summary"
 REPORT = "report"
+LOCK = ".semscale-lock.json"
+"""The writer lock file at the store's root (:mod:`semscale.store.lock`); present only while a run writes."""
 SCRATCH = "scratch"
 """Intermediate results of unfinished stages (per-block resume); dropped once a stage completes."""
 

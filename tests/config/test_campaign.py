@@ -85,7 +85,7 @@ def test_round_trip_to_dict(campaign_dir: Path) -> None:
         (lambda d: d["images"][1].update(sem="data/missing.tif"),
          r"`images\[1\]\.sem`: expected an existing file, got 'data/missing.tif'"),
         (lambda d: d["images"][0].update(id="t 0/a"),
-         r"`images\[0\]\.id`: expected only letters, digits, '_', '\.', '-', got 't 0/a'"),
+         r"`images\[0\]\.id`: expected only letters, digits, '_', '\.', '-', not starting with '\.', got 't 0/a'"),
         (lambda d: d.pop("store"), r"`store`: missing required key"),
         (lambda d: d["images"][0].pop("sem"), r"`images\[0\]\.sem`: missing required key"),
         (lambda d: d["images"][1].update(role="validate"),
@@ -122,7 +122,7 @@ def test_missing_config_file_and_bad_yaml(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad.yaml:2:1: expected valid YAML. Got while parsing a flow sequence "):
         load_config(bad)
     top = tmp_path / "list.yaml"
     top.write_text("- 1\n- 2\n")

@@ -204,3 +204,46 @@ def test_tiled_bigtiff_streams_with_flat_memory(tmp_path: Path) -> None:
     size_step = (16 - 4) * row.nbytes
     assert grown < 0.1 * size_step, f"peak grew {grown / 2**20:.1f} MiB for {size_step / 2**20:.0f} MiB more image"
     assert peaks[16] < 16 * row.nbytes
+
+
+def test_a_changed_input_drops_everything_derived_from_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Defect: a changed SEM dropped its predictions, but `stats/` and the report kept the old numbers. Now
+    the image's predictions, its automatic target and the campaign's statistics and report all go, each
+    with a warning, and what is left is consistent with the new inputs."""
+    import logging
+
+    from semscale.analysis.stats import update_stats
+    from tests.analysis.test_stats import CFG, put_prediction
+
+    sem = _rand((96, 80), np.uint8)
+    tifffile.imwrite(tmp_path / "a.tif", sem)
+    tifffile.imwrite(tmp_path / "b.tif", _rand((96, 80), np.uint8, seed=1))
+    tifffile.imwrite(tmp_path / "b_truth.tif", (np.arange(96 * 80).reshape(96, 80) % 4).astype(np.uint8))
+    cfg = load_config(_campaign(tmp_path, [{"id": "a", "sem": "a.tif", "oxidation_min": 0},
+                                           {"id": "b", "sem": "b.tif", "truth": "b_truth.tif", "oxidation_min": 5}]))
+    store = ingest_campaign(cfg)
+    labels = (np.arange(96 * 80).reshape(96, 80) % 4).astype(np.uint8)
+    for image_id in ("a", "b"):
+        put_prediction(store, image_id, labels)
+    store.write_labels("a", "target", labels, attrs={"origin": "labelling"})
+    update_stats(store, CFG, model="m")
+    assert store.read_stats() is not None and (store.path / "report" / "stats.csv").exists()
+
+    tifffile.imwrite(tmp_path / "b_truth.tif", np.zeros((96, 80), np.uint8))  # a label file changes
+    with caplog.at_level(logging.WARNING, logger="semscale"):
+        ingest_campaign(cfg)
+    assert "b: its truth file" in caplog.text and "dropped the campaign's statistics and report" in caplog.text
+    assert not store.has_stats() and sorted(p.name for p in (store.path / "report").iterdir()) == ["zarr.json"]
+    assert store.has_predictions("m", "b") and store.has_labels("a", "target")  # not derived from the truth
+    update_stats(store, CFG, model="m")
+
+    sem[:10] = 0  # the SEM changes
+    tifffile.imwrite(tmp_path / "a.tif", sem)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="semscale"):
+        ingest_campaign(cfg)
+    assert "a: its SEM" in caplog.text and "dropped its predictions by model m" in caplog.text
+    assert "dropped its automatic target" in caplog.text
+    assert not store.has_predictions("m", "a") and not store.has_labels("a", "target")
+    assert store.has_predictions("m", "b") and not store.has_stats()
+    np.testing.assert_array_equal(store.sem("a").compute(), sem)

@@ -3,6 +3,7 @@ and a run killed mid-way that resumes to the very labels of an uninterrupted one
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -164,8 +165,11 @@ def test_pipeline_passes_the_labelling_section(monkeypatch):
         entry(id="x", has_eds=True, target=None, scribbles=None),
         entry(id="y", has_eds=True, target="given.tif", scribbles=None),
         entry(id="z", has_eds=False, target=None, scribbles=None)])
-    pipeline.label(config, store="S", overwrite=True)
+    held = []
+    store = types.SimpleNamespace(writer=lambda command: contextlib.nullcontext(held.append(command)))
+    pipeline.label(config, store=store, overwrite=True)
     assert seen["cfg"] is section and seen["ids"] == ["x"] and seen["overwrite"] is True
+    assert seen["store"] is store and held == ["label"]  # under the store's writer lock
     assert real is not fake
 
 
