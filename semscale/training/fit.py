@@ -205,9 +205,14 @@ def train_member(
     weights, optimiser); with ``resume=False`` training starts over. ``callbacks`` are extra Keras
     callbacks (e.g. a time budget).
     """
-    import keras
 
-    from semscale.training.schedule import Schedule, TimeEstimate, elapsed_seconds, stop_reason
+    from semscale.training.schedule import (
+        EpochSeeds,
+        Schedule,
+        TimeEstimate,
+        elapsed_seconds,
+        stop_reason,
+    )
 
     _set_threads(cfg.threads)
     run = plan_member(store, cfg, member=member, image_ids=image_ids)
@@ -217,8 +222,6 @@ def train_member(
     start = _restore(run) if resume else None
     if start is None:
         start = _Start(_fresh_model(run), [], None, 0)
-    else:
-        keras.utils.set_random_seed(run.seed + 7919 * start.epoch)
     run.dataset.set_epoch(start.epoch)
     monitor = _monitor(run, start)
     schedule = Schedule(cfg, monitor, label=run.label)
@@ -229,7 +232,7 @@ def train_member(
         estimate = TimeEstimate(cfg, label=run.label, members_left=max(1, cfg.ensemble - member), gpu=on_gpu(),
                                 spent_s=elapsed_seconds(start.history))
         start.model.fit(run.dataset, epochs=cfg.epochs, initial_epoch=start.epoch, verbose=cfg.verbose,
-                        callbacks=[monitor, schedule, estimate, *callbacks])
+                        callbacks=[EpochSeeds(run.seed), monitor, schedule, estimate, *callbacks])
     return _export(run, history=monitor.history, best=monitor.best, monitor=monitor.monitor,
                    seconds=time.perf_counter() - t0, stopped=schedule.stopped)
 

@@ -120,6 +120,29 @@ def estimate_message(cfg: TrainingConfig, *, step_s: float, steps_per_epoch: int
     return logging.INFO, line
 
 
+class EpochSeeds(keras.callbacks.Callback):
+    """Reseeds every random stream of training at the start of each epoch from (member seed, epoch).
+
+    Keras' global seed (Python, NumPy, backend) and the state of every layer's seed generator (dropout
+    masks) are set from ``(seed, epoch)`` alone, so epoch ``e`` draws the same numbers whether the run got
+    there uninterrupted or resumed from a checkpoint — Keras does not restore seed-generator states when it
+    loads a model. (The windows and their augmentations are already functions of (seed, epoch, batch).)
+    """
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.seed = int(seed)
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        import numpy as np
+
+        keras.utils.set_random_seed(self.seed + 7919 * int(epoch))
+        states = [v for v in self.model.non_trainable_variables if v.path.endswith("seed_generator_state")]
+        draws = np.random.default_rng([self.seed, int(epoch), 0x5EED]).integers(1, 2**31 - 1, len(states))
+        for var, draw in zip(states, draws, strict=True):
+            var.assign(np.array([draw, 0], dtype=var.dtype))
+
+
 class TimeEstimate(keras.callbacks.Callback):
     """Logs the expected training time after the first few steps of a run, and again (with validation and
     checkpoints included) after its first epoch."""
