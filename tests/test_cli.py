@@ -340,3 +340,67 @@ def test_a_second_writer_is_refused_naming_the_first(tmp_path: Path, capsys: pyt
     captured = capsys.readouterr()
     assert json.loads(captured.out)["written"] and "removed the writer lock" in captured.err
     assert not (store.path / ".semscale-lock.json").exists()
+
+
+@pytest.mark.slow
+def test_run_on_an_external_scheduler_with_two_workers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, then `semscale run --scheduler`: every
+    stage completes there (training as a task on a worker), and the predictions equal a local rerun's."""
+    import shutil
+    import time
+
+    dask = shutil.which("dask")
+    assert dask, "the `dask` command (dask[distributed]) is needed"
+    out = tmp_path / "c"
+    main(["synth", str(out), "--images", "2", "--shape", "128", "160", "--eds", "1", "--times", "0", "30"])
+    cfg_path = out / "campaign.yaml"
+    data = yaml.safe_load(cfg_path.read_text())
+    data["training"] = {"filters": [4, 8], "dropout": [0, 0], "patch_size": 32, "batch_size": 4, "epochs": 1,
+                        "steps_per_epoch": 2, "test_tiles_fraction": 0.2}
+    data["inference"] = {"patch_size": 32}
+    data["ingest"] = {"chunk_size": 64}
+    cfg_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    capsys.readouterr()
+    sched_file = tmp_path / "scheduler.json"
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
+                               "127.0.0.1:0", "--scheduler-file", str(sched_file)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for _ in range(600):
+            if sched_file.exists() and sched_file.stat().st_size:
+                break
+            time.sleep(0.1)
+        address = json.loads(sched_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        for _ in range(2):
+            procs.append(subprocess.Popen([dask, "worker", "--scheduler-file", str(sched_file), "--host",
+                                           "127.0.0.1", "--nthreads", "1", "--nworkers", "1",
+                                           "--dashboard-address", "127.0.0.1:0"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        with Client(address, timeout=60) as c:
+            c.wait_for_workers(2, timeout=120)
+        run = subprocess.run([sys.executable, "-m", "semscale.cli", "run", str(cfg_path), "--scheduler", address,
+                              "--json"], capture_output=True, text=True, timeout=900)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert f"connected to Dask scheduler {address}" in run.stderr
+        summary = json.loads(run.stdout)
+        assert [r["computed"] == r["blocks"] for r in summary["predict"]] == [True, True]
+        assert summary["label"]["labelled"] and summary["train"]
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    store = out / data["store"]
+    remote = {im["id"]: zarr.open_group(store, mode="r")[f"predictions/unet/{im['id']}/labels/scale0/image"][:]
+              for im in data["images"]}
+    assert main(["predict", str(store), "--overwrite", "--workers", "1", "--gpu", "off", "--dashboard",
+                 "127.0.0.1:0"]) == 0
+    for image_id, labels in remote.items():
+        local = zarr.open_group(store, mode="r")[f"predictions/unet/{image_id}/labels/scale0/image"][:]
+        np.testing.assert_array_equal(local, labels)

@@ -163,8 +163,11 @@ def ingest_campaign(config: CampaignConfig, *, force: bool = False,
     """Create/open the config's store and ingest every image (or ``image_ids``); returns the store."""
     from semscale.store import create_store
 
+    recorded = config.to_dict()
+    if isinstance(recorded.get("cluster"), dict):  # where this run ran, not part of the campaign: a scheduler
+        recorded["cluster"].pop("address", None)    # address is gone once its run is over
     store = create_store(config.store, name=config.name, classes=config.classes,
-                         pixel_size_um=config.pixel_size_um, config=config.to_dict())
+                         pixel_size_um=config.pixel_size_um, config=recorded)
     unknown = sorted(set(image_ids or ()) - {e.id for e in config.images})
     if unknown:
         raise ConfigError(f"Expected --image among the config's ids ({', '.join(e.id for e in config.images)}). "
