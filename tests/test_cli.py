@@ -404,3 +404,89 @@ def test_run_on_an_external_scheduler_with_two_workers(tmp_path: Path, capsys: p
     for image_id, labels in remote.items():
         local = zarr.open_group(store, mode="r")[f"predictions/unet/{image_id}/labels/scale0/image"][:]
         np.testing.assert_array_equal(local, labels)
+
+
+def _tiny_campaign(out: Path) -> Path:
+    """A 3-image campaign (EDS on 2) with a tiny U-Net, small enough for several runs in one test."""
+    main(["synth", str(out), "--images", "3", "--shape", "192", "192", "--eds", "2", "--times", "0", "30", "120",
+          "--seed", "3"])
+    cfg_path = out / "campaign.yaml"
+    data = yaml.safe_load(cfg_path.read_text())
+    data["training"] = {"filters": [4, 8], "dropout": [0, 0.1], "patch_size": 32, "batch_size": 4, "epochs": 3,
+                        "steps_per_epoch": 4, "test_tiles_fraction": 0.2}
+    data["inference"] = {"patch_size": 32}
+    data["ingest"] = {"chunk_size": 64}
+    data["stats"] = {"bootstrap": 50, "tile_um": 2.0}
+    data["cluster"] = {"n_workers": 1, "threads_per_worker": 1, "gpu": "off", "dashboard_address": "127.0.0.1:0"}
+    cfg_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return cfg_path
+
+
+def _outputs(store: Path) -> dict[str, np.ndarray]:
+    """Every result array of a finished campaign: targets, predictions, statistics and the model's weights."""
+    import keras
+
+    root = zarr.open_group(store, mode="r")
+    out: dict[str, np.ndarray] = {}
+    for image_id in root["images"].group_keys():
+        for name in ("target", "truth"):
+            key = f"images/{image_id}/labels/{name}/scale0/image"
+            if key in root:
+                out[key] = root[key][:]
+        for name in ("labels", "confidence"):
+            key = f"predictions/unet/{image_id}/{name}/scale0/image"
+            out[key] = root[key][:]
+    import xarray as xr
+
+    with xr.open_zarr(store, group="stats", consolidated=False) as ds:
+        for name, var in ds.data_vars.items():
+            out[f"stats/{name}"] = var.values
+    model = keras.saving.load_model(store / "models" / "unet" / "member_0.keras", compile=False)
+    out |= {f"weights/{k}": w for k, w in enumerate(model.get_weights())}
+    return out
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_bits_of_an_undisturbed_one(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`semscale run` SIGKILLed (with its worker processes) during ingest, label, train, predict and stats, one
+    after the other; each rerun resumes (the killed run's stale lock is cleared) and the last one ends with
+    outputs bit-identical to an undisturbed run's."""
+    import os
+    import re
+    import signal
+
+    reference = _tiny_campaign(tmp_path / "ref")
+    assert main(["run", str(reference)]) == 0
+    want = _outputs(reference.parent / "campaign.zarr")
+    capsys.readouterr()
+
+    cfg_path = _tiny_campaign(tmp_path / "killed")
+    env = {**os.environ, "SEMSCALE_PROGRESS": "0"}
+    cmd = [sys.executable, "-m", "semscale.cli", "run", str(cfg_path)]
+    kills = {"ingest": r"t000_a: sem ingested", "label": r"random forest: \d+ trees on \d+ seeds",
+             "train": r"epoch 2/3", "predict": r"unet/t000_a: \d+ of \d+ blocks computed",
+             "stats": r"stats: t000_a measured"}
+    seen = []
+    for stage, pattern in kills.items():
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
+                                start_new_session=True)
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if re.search(pattern, line):
+                os.killpg(proc.pid, signal.SIGKILL)  # the run and its Dask workers, mid-stage
+                break
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, (stage, "".join(lines)[-3000:])
+        seen.append("".join(lines))
+    assert "clearing a stale writer lock" in "".join(seen[1:])
+    assert "resumes from epoch" in seen[3]  # the run killed in `predict` resumed the training killed before
+    final = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert "clearing a stale writer lock" in final.stderr
+    got = _outputs(cfg_path.parent / "campaign.zarr")
+    assert sorted(got) == sorted(want)
+    for key, value in want.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
