@@ -154,3 +154,31 @@ def test_models_load_once_per_worker_process(tmp_path, tiny_unet_path):
         counts = c.run(lambda: __import__("semscale.training.unet", fromlist=["x"]).LOAD_COUNT)
     assert res["computed"] == 20
     assert sorted(counts.values()) in ([1, 1], [0, 1])
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_predict_changes_no_bit(tmp_path, tiny_unet_path):
+    """One of two worker processes SIGKILLed while blocks are being predicted: the run completes on the
+    other (the lost tasks are rerun) and every output equals an undisturbed run's."""
+    from distributed import Client
+
+    from tests.loopback import WorkerKiller, local_cluster
+
+    cfg = InferenceConfig(mode="average", stride=16)
+    store, _ = make_store(tmp_path, shape=(384, 320), chunk=32)
+    predict_to_store(store, "im", cfg, models=[tiny_unet_path], model_name="calm")
+    want = {k: v.compute() for k, v in store.predictions("calm", "im").items()}
+
+    def some_done() -> bool:
+        done = np.asarray(store.prediction_group("hit", "im")["done"][...])
+        return 2 <= int((done != 0).sum()) < done.size // 2
+
+    with local_cluster(n_workers=2, threads_per_worker=1, processes=True) as cluster, Client(cluster) as client:
+        with WorkerKiller(client, some_done) as killer:
+            out = predict_to_store(store, "im", cfg, models=[tiny_unet_path], model_name="hit", client=client)
+    assert killer.killed is not None, "the run ended before a worker could be killed"
+    assert out["computed"] == out["blocks"]
+    got = {k: v.compute() for k, v in store.predictions("hit", "im").items()}
+    assert sorted(got) == sorted(want)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])

@@ -241,3 +241,28 @@ def test_killed_run_resumes_to_the_labels_of_an_uninterrupted_one(tmp_path, toy_
                                       whole.labels(image_id, "target").compute())
         assert again.label_attrs(image_id, "target")["rounds"] == 2
         assert again.scratch_group(STAGE, image_id) is None
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_label_changes_no_label(tmp_path, toy_image, store_of):
+    """One of two worker processes SIGKILLed while the forest labels blocks: labelling completes on the
+    other and the targets equal those of an undisturbed run."""
+    from distributed import Client
+
+    from tests.loopback import WorkerKiller, local_cluster
+
+    images = {"a": toy_image((256, 256), seed=41, shift=(0.3, -0.6))}
+    calm = store_of(tmp_path / "calm.zarr", images, chunks=32)
+    hit = store_of(tmp_path / "hit.zarr", images, chunks=32)
+    cfg = dataclasses.replace(LabellingConfig(), **{**RESUME_CFG, "sigmas": tuple(RESUME_CFG["sigmas"])})
+    label_store(calm, None, cfg)
+
+    def some_done() -> bool:
+        done, total = _blocks_done(hit.path, "a", "forest1")
+        return 2 <= done < total // 2
+
+    with local_cluster(n_workers=2, threads_per_worker=1, processes=True) as cluster, Client(cluster) as client:
+        with WorkerKiller(client, some_done) as killer:
+            label_store(hit, None, cfg, client=client)
+    assert killer.killed is not None, "labelling ended before a worker could be killed"
+    np.testing.assert_array_equal(hit.labels("a", "target").compute(), calm.labels("a", "target").compute())
