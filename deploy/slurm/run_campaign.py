@@ -15,13 +15,14 @@ import argparse
 import json
 import logging
 import sys
+from typing import Any
 
 from semscale.runtime.progress import setup_logging  # before dask and TensorFlow are imported
 
 log = logging.getLogger("semscale.deploy")
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config")
     p.add_argument("--jobs", type=int, default=2)
@@ -30,24 +31,44 @@ def main() -> None:
     p.add_argument("--cores", type=int, default=8)
     p.add_argument("--memory", default="64GB")
     p.add_argument("--walltime", default="04:00:00")
+    p.add_argument("--account", default=None, help="SLURM account to charge (-A)")
+    p.add_argument("--scheduler-host", default=None,
+                   help="address the scheduler listens on (default: dask-jobqueue's, the node's network address)")
     p.add_argument("--dashboard", default="127.0.0.1:8787", help="scheduler dashboard address (HOST:PORT)")
     p.add_argument("-v", "--verbose", action="count", default=0)
-    args = p.parse_args()
+    return p.parse_args(argv)
+
+
+def build_cluster(args: argparse.Namespace) -> Any:
+    """The SLURMCluster the options describe: one Dask worker process per GPU of each job, one thread each,
+    with a ``GPU`` resource; nothing is submitted until ``cluster.scale``."""
+    from dask_jobqueue import SLURMCluster
+
+    extra = [f"--gres=gpu:{args.gpus_per_job}"] if args.gpus_per_job else []
+    if args.account:
+        extra.append(f"--account={args.account}")
+    scheduler: dict[str, Any] = {"dashboard_address": args.dashboard}
+    if args.scheduler_host:
+        scheduler["host"] = args.scheduler_host
+    gpu = args.gpus_per_job > 0
+    workers = max(1, args.gpus_per_job)
+    return SLURMCluster(  # GPU jobs: Dask threads = workers (one each), the job still gets all its CPUs
+        queue=args.partition, cores=workers if gpu else args.cores, job_cpu=args.cores, processes=workers,
+        memory=args.memory, walltime=args.walltime, job_extra_directives=extra,
+        worker_extra_args=["--resources", "GPU=1"] if gpu else [], scheduler_options=scheduler,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     setup_logging(args.verbose)
 
     from dask.distributed import Client
-    from dask_jobqueue import SLURMCluster
 
     from semscale.config import load_config
     from semscale.pipeline import run_campaign
 
-    extra = [f"--gres=gpu:{args.gpus_per_job}"] if args.gpus_per_job else []
-    cluster = SLURMCluster(
-        queue=args.partition, cores=args.cores, processes=max(1, args.gpus_per_job), memory=args.memory,
-        walltime=args.walltime, job_extra_directives=extra,
-        worker_extra_args=["--resources", f"GPU={max(1, args.gpus_per_job)}"] if args.gpus_per_job else [],
-        scheduler_options={"dashboard_address": args.dashboard},
-    )
+    cluster = build_cluster(args)
     cluster.scale(jobs=args.jobs)
     with Client(cluster) as client:
         log.info("Dask dashboard: %s", client.dashboard_link)
