@@ -61,6 +61,7 @@ def _fails(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     line = err[-1]
     assert line.startswith("semscale: error: "), line
     assert "unexpected" not in line and "Traceback" not in "\n".join(err)
+    print(line)  # `pytest -rP tests/test_bad_inputs.py` lists every message
     return line
 
 
@@ -399,3 +400,26 @@ def test_disk_full_is_a_clean_error_and_resumes_once_space_is_freed(tmp_path: Pa
     assert second.startswith("0")
     final = json.loads(second[1:])
     assert [im["id"] for im in final["images"]] == ["a"] and final["images"][0]["complete"]
+
+
+def test_a_corrupt_store_chunk_fails_once_in_one_line_without_worker_tracebacks(tiny_unet_path: Path,
+                                                                               tmp_path: Path) -> None:
+    """Defect: worker tracebacks (`Compute Failed` …) printed without --debug. Now: one line naming the
+    image, the block and the cause, after the retries; nothing is marked complete."""
+    cfg = _config(tmp_path)
+    assert main(["ingest", str(cfg)]) == 0
+    store = tmp_path / "c.zarr"
+    chunk = next(p for p in (store / "images" / "a" / "scale0" / "image" / "c").rglob("*") if p.is_file())
+    chunk.write_bytes(b"junk")
+    out = subprocess.run([sys.executable, "-m", "semscale.cli", "predict", str(store), "--model-file",
+                          str(tiny_unet_path), "--model", "tiny", "--workers", "1", "--dashboard", "127.0.0.1:0"],
+                         capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "Compute Failed" not in out.stderr and "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [line for line in out.stderr.splitlines() if line.startswith("semscale: error: ")], out.stderr
+    assert len(errors) == 1 and "predict a (tile): 1 of 1 blocks failed after 2 retries; first: block (0, 0)" in \
+        errors[0] and "Rerun to retry them" in errors[0]
+    from semscale.store import open_store
+
+    assert not open_store(store, mode="r").has_predictions("tiny", "a")

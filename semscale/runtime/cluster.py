@@ -166,6 +166,10 @@ def get_client(cfg: ClusterConfig | None = None, *, processes: bool = True) -> I
         try:
             if cluster is None:
                 log.info("connected to Dask scheduler %s", plan.address)
+            elif processes and not log.isEnabledFor(logging.DEBUG):
+                from semscale.runtime.worker_plugins import QuietFailures
+
+                client.register_plugin(QuietFailures(), name="semscale-quiet-failures")
             if (cluster is None or plan.dashboard_address is not None) and getattr(client, "dashboard_link", None):
                 log.info("Dask dashboard: %s", client.dashboard_link)
             yield client

@@ -139,7 +139,7 @@ def run_blocks(
     """
     from semscale.runtime.progress import progress
 
-    indices = list(indices)
+    indices = [(int(ix[0]), int(ix[1])) for ix in indices]  # plain ints: msgpack, not pickle, carries them
     if not indices:
         return []
     client = _current_client() if client is None else client
