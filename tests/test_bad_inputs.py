@@ -61,7 +61,7 @@ def _fails(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     line = err[-1]
     assert line.startswith("semscale: error: "), line
     assert "unexpected" not in line and "Traceback" not in "\n".join(err)
-    print(line)  # `pytest -rP tests/test_bad_inputs.py` lists every message
+    sys.stderr.write(line + "\n")  # `pytest -rP tests/test_bad_inputs.py` lists every message
     return line
 
 

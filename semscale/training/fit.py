@@ -232,7 +232,7 @@ def train_member(
         estimate = TimeEstimate(cfg, label=run.label, members_left=max(1, cfg.ensemble - member), gpu=on_gpu(),
                                 spent_s=elapsed_seconds(start.history))
         start.model.fit(run.dataset, epochs=cfg.epochs, initial_epoch=start.epoch, verbose=cfg.verbose,
-                        callbacks=[EpochSeeds(run.seed), monitor, schedule, estimate, *callbacks])
+                        callbacks=[monitor, schedule, estimate, EpochSeeds(run.seed), *callbacks])
     return _export(run, history=monitor.history, best=monitor.best, monitor=monitor.monitor,
                    seconds=time.perf_counter() - t0, stopped=schedule.stopped)
 
