@@ -195,7 +195,7 @@ def test_npy_that_is_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         (folder / "sem.npy").write_text("not an array\n")
         im["sem"] = "sem.npy"
 
-    assert "Expected a NumPy .npy file" in _image_case(capsys, tmp_path, text)
+    assert "Got a file that does not start with NumPy's .npy header" in _image_case(capsys, tmp_path, text)
 
 
 def test_multi_page_tiff_is_refused_then_read_by_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -119,6 +119,12 @@ def _check_size(shape: tuple[int, ...], path: Path) -> None:
 
 def _load_npy(path: Path) -> np.ndarray:
     """A memory-mapped ``.npy`` array (numbers only, never pickled objects)."""
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            raise InputImageError(
+                f"Expected a NumPy .npy file of uint8 or uint16 numbers in {path}. Got a file that does not start "
+                "with NumPy's .npy header; save it with numpy.save, or give a TIFF."
+            )
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
