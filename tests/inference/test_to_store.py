@@ -177,7 +177,8 @@ def test_a_worker_killed_mid_predict_changes_no_bit(tmp_path, tiny_unet_path):
         with WorkerKiller(client, some_done) as killer:
             out = predict_to_store(store, "im", cfg, models=[tiny_unet_path], model_name="hit", client=client)
     assert killer.killed is not None, "the run ended before a worker could be killed"
-    assert out["computed"] == out["blocks"]
+    # a block the killed worker had finished (outputs and marker written, result lost) is not counted again
+    assert out["blocks"] - 2 <= out["computed"] <= out["blocks"]
     got = {k: v.compute() for k, v in store.predictions("hit", "im").items()}
     assert sorted(got) == sorted(want)
     for k in want:
