@@ -23,6 +23,7 @@ from semscale._version import __version__
 from semscale.cli_text import campaign_text, info_text, models_text, stats_text, to_json
 from semscale.config import CampaignConfig, ClusterConfig, InferenceConfig, TrainingConfig, choices
 from semscale.errors import ConfigError
+from semscale.io.export import FORMATS as EXPORT_FORMATS
 from semscale.kernels.norm import NORMALISATIONS
 from semscale.pipeline import STAGES
 
@@ -194,9 +195,9 @@ def _cmd_predict(args: argparse.Namespace) -> Result:
     is_config, is_store = source.suffix in (".yaml", ".yml"), (source / "zarr.json").exists()
     if not (is_config or is_store):
         cfg = _override(InferenceConfig(), args, OVERRIDES["inference"])
-        target = segment_file(source, cfg, model_files=[Path(p) for p in args.model_file or ()],
-                              output=Path(args.output) if args.output else None)
-        return Result({"output": target}, f"wrote {target} (labels 0..K-1)")
+        files = segment_file(source, cfg, model_files=[Path(p) for p in args.model_file or ()],
+                             output=Path(args.output) if args.output else None)
+        return Result({"output": files[0], "files": files}, "\n".join(f"wrote {f}" for f in files))
     if is_config:
         from semscale.io.ingest import ingest_campaign
 
@@ -229,6 +230,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> Result:
     if len(result["images"]) > 1 and result.get("total"):
         parts.append(format_confusion(result["total"], title=f"all images: {what} vs {args.ref}"))
     return Result(result, "\n".join(parts).rstrip("\n"))
+
+
+@_command("export")
+def _cmd_export(args: argparse.Namespace) -> Result:
+    from semscale.pipeline import export
+    from semscale.store import open_store
+
+    store = open_store(_store_path(args.store), mode="r")
+    model = args.model
+    if model is None:
+        have = store.prediction_models()
+        named = (store.meta.get("config") or {}).get("training", {}).get("name")
+        model = named if named in have else (have[0] if len(have) == 1 else None)
+        if model is None:
+            raise ConfigError(f"Expected --model NAME for {store.path}. Got predictions of "
+                              f"{', '.join(have) or 'no model'}; pass the one to export.")
+    files = export(store, Path(args.out), model=model, fmt=args.format, probabilities=args.probabilities,
+                   image_ids=args.image)
+    return Result({"model": model, "files": files}, f"{model}: wrote {len(files)} files to {args.out}")
 
 
 @_command("stats")
@@ -373,7 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write class probabilities (float16)")
     p.add_argument("--image", action="append", metavar="ID", help="only this image (repeatable)")
     p.add_argument("--overwrite", action="store_true", help="recompute completed blocks")
-    p.add_argument("-o", "--output", help="output TIFF (image-file mode)")
+    p.add_argument("-o", "--output", help="image-file mode: the label file (.ome.tif, .tif or .png; default "
+                                         "IMAGE_labels.tif), with confidence (and probabilities) beside it")
+
+    p = sub.add_parser("export", parents=[out],
+                       help="write predictions as OME-TIFF, ImageJ TIFF or PNG (palette, class names, pixel size)")
+    p.add_argument("store", metavar="STORE|CONFIG", help="campaign store or its config")
+    p.add_argument("out", help="output folder (created)")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="ome-tiff", help="file format (default ome-tiff)")
+    p.add_argument("--model", help="model whose predictions to export (default: the store's model)")
+    p.add_argument("--probabilities", action="store_true", help="also the class probabilities (if predicted)")
+    p.add_argument("--image", action="append", metavar="ID", help="only this image (repeatable)")
 
     p = sub.add_parser("stats", parents=[out],
                        help="microstructure statistics over the time series (fractions, TPB, interfaces, sizes)")

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from semscale import CLASSES
 from semscale.config import CampaignConfig, InferenceConfig
 from semscale.errors import ConfigError, StoreError
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "STAGES", "evaluate", "evaluate_campaign", "label", "models", "predict", "run_campaign", "segment_file",
+    "STAGES", "evaluate", "evaluate_campaign", "export", "label", "models", "predict", "run_campaign", "segment_file",
     "stats", "stored_config", "train",
 ]
 
@@ -159,24 +160,65 @@ def stored_config(store: CampaignStore) -> CampaignConfig:
 
 
 def segment_file(source: Path, cfg: InferenceConfig, *, model_files: Sequence[Path],
-                 output: Path | None = None) -> Path:
-    """Segment one image file (TIFF/PNG/npy) with the given model files; writes a uint8 label TIFF."""
-    import numpy as np
-    import tifffile
+                 output: Path | None = None, pixel_size_um: float | None = None) -> list[Path]:
+    """Segment one image file (TIFF/PNG/npy) with the given model files; returns the files written.
 
+    The labels go to ``output`` (default ``<stem>_labels.tif``; ``.ome.tif`` / ``.png`` choose those formats)
+    with the class palette, class names and the pixel size (``pixel_size_um``, else the SEM TIFF's own, else
+    1 µm with a warning), the confidence beside them, and the class probabilities with
+    ``cfg.probabilities``. The model's classes name the labels."""
     from semscale.inference import segment_array
-    from semscale.io.ingest import read_image
+    from semscale.io.export import format_of, write_labels_file
+    from semscale.io.readers import read_image, tiff_pixel_size_um
+    from semscale.store.models import read_sidecar
 
     if not model_files:
         raise ConfigError("Expected --model-file MODEL.keras (repeatable) to segment an image file. Got none.")
     target = output or source.with_name(source.stem + "_labels.tif")
+    fmt = format_of(target)
     if not target.parent.is_dir():  # found before the compute, not after
         raise ConfigError(f"Expected an existing folder for the output {target}. Got no folder {target.parent}; "
                           "create it or choose another -o.")
+    if pixel_size_um is None:
+        found = tiff_pixel_size_um(source)
+        if found is None:
+            log.warning("%s records no pixel size; the label files say 1 µm per pixel", source)
+        else:
+            log.info("%s: pixel size %.5g µm (%s)", source, found[0], found[1])
+        pixel_size_um = found[0] if found else 1.0
+    classes = read_sidecar(model_files[0]).get("classes") or list(CLASSES)
     # with `patch_size: null` (the default) the patch size is the model sidecar's
     out = segment_array(read_image(source), models=list(model_files), cfg=cfg)
-    tifffile.imwrite(target, out["labels"].astype(np.uint8), compression="zlib")
-    return target
+    return write_labels_file(target, out["labels"], classes=classes, pixel_size_um=pixel_size_um, fmt=fmt,
+                             confidence=out["confidence"], probabilities=out.get("probabilities"))
+
+
+def export(store: CampaignStore, out_dir: Path, *, model: str, fmt: str, probabilities: bool = False,
+           image_ids: Sequence[str] | None = None) -> list[Path]:
+    """Write ``model``'s predictions of the store's images (default: all that have them) as ``fmt`` files
+    in ``out_dir`` (created): ``<id>_labels`` with palette, class names and pixel size, ``<id>_confidence``
+    and, with ``probabilities``, ``<id>_probabilities`` (those must have been predicted with
+    ``--probabilities``). Reads the store only."""
+    from semscale.io.export import SUFFIXES, write_labels_file
+
+    if model not in store.prediction_models():
+        raise StoreError(f"Expected predictions of model `{model}` in {store.path}. Got predictions of: "
+                         f"{', '.join(store.prediction_models()) or 'none'}; run `semscale predict` first.")
+    ids = list(image_ids) if image_ids else [i for i in store.image_ids() if store.has_predictions(model, i)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for image_id in ids:
+        arrays = store.predictions(model, image_id)
+        if probabilities and "probabilities" not in arrays:
+            raise StoreError(f"Expected class probabilities of {model}/{image_id} in {store.path}. Got none; "
+                             f"rerun `semscale predict STORE --model {model} --probabilities --overwrite`.")
+        px = float(store.image_attrs(image_id).get("pixel_size_um") or store.pixel_size_um)
+        written += write_labels_file(
+            out_dir / f"{image_id}_labels{SUFFIXES[fmt]}", arrays["labels"].compute(), classes=store.classes,
+            pixel_size_um=px, fmt=fmt, confidence=arrays["confidence"].compute(),
+            probabilities=arrays["probabilities"].compute() if probabilities else None)
+        log.info("export: %s/%s -> %s", model, image_id, out_dir)
+    return written
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ __all__ = [
     "label_lut",
     "read_image",
     "read_info",
+    "tiff_pixel_size_um",
 ]
 
 TIFF_SUFFIXES = {".tif", ".tiff", ".btf", ".tf8"}
@@ -275,6 +276,49 @@ def read_image(path: str | Path, *, page: int | None = None) -> np.ndarray:
     for y0, band in iter_bands(path, rows=max(1, min(4096, info.shape[0])), page=page):
         out[y0:y0 + band.shape[0]] = band
     return out
+
+
+def tiff_pixel_size_um(path: str | Path, *, page: int | None = None) -> tuple[float, str] | None:
+    """The pixel size (µm) a TIFF records, and where it was found: FEI/Thermo Fisher metadata
+    (``[Scan] PixelWidth``, m), Zeiss SmartSEM (``ap_image_pixel_size``), ImageJ (``unit`` with the
+    resolution tags) or the resolution tags with a centimetre or inch unit. ``None`` when it records none."""
+    import tifffile
+
+    path = Path(path)
+    if _kind(path) != "tiff":
+        return None
+    with tifffile.TiffFile(path) as tif:
+        fei = tif.fei_metadata or {}
+        width = (fei.get("Scan") or {}).get("PixelWidth") or (fei.get("EScan") or {}).get("PixelWidth")
+        if width:
+            return float(width) * 1e6, "FEI/Thermo Fisher [Scan] PixelWidth"
+        sem = tif.sem_metadata or {}
+        zeiss = sem.get("ap_image_pixel_size") or sem.get("ap_pixel_size")
+        if isinstance(zeiss, (tuple, list)) and len(zeiss) >= 3:
+            scale = {"pm": 1e-6, "nm": 1e-3, "µm": 1.0, "um": 1.0, "mm": 1e3}.get(str(zeiss[2]).strip())
+            if scale is not None:
+                return float(zeiss[1]) * scale, "Zeiss SmartSEM ap_image_pixel_size"
+        pg = tif.pages[0 if page is None else page]
+        tags = getattr(pg, "tags", None)
+        if tags is None:
+            return None
+        if "XResolution" not in tags:
+            return None
+        num, den = tags["XResolution"].value
+        if not num or not den:
+            return None
+        per_unit = num / den
+        unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 1
+        ij_unit = (tif.imagej_metadata or {}).get("unit")
+        if ij_unit in ("um", "micron", "µm"):
+            return 1.0 / per_unit, "ImageJ resolution (µm)"
+        if ij_unit == "nm":
+            return 1e-3 / per_unit, "ImageJ resolution (nm)"
+        if unit == 3:  # centimetre
+            return 1e4 / per_unit, "TIFF resolution (pixels per cm)"
+        if unit == 2 and per_unit > 10_000:  # inch; ordinary 72-600 dpi is a print setting, not a pixel size
+            return 25_400.0 / per_unit, "TIFF resolution (pixels per inch)"
+    return None
 
 
 def infer_eds_factor(sem_shape: Sequence[int], eds_shape: Sequence[int], *, where: str = "EDS map") -> int:
