@@ -42,3 +42,15 @@ def client() -> Iterator[object]:
 
     with local_cluster(n_workers=2, threads_per_worker=1, processes=False) as cluster, Client(cluster) as c:
         yield c
+
+
+@pytest.fixture(autouse=True)
+def _restore_semscale_logger() -> Iterator[None]:
+    """The CLI's ``main`` configures the ``semscale`` logger for a terminal; undo it after each test, so
+    caplog works in the tests that follow."""
+    import logging
+
+    log = logging.getLogger("semscale")
+    saved = (log.handlers[:], log.level, log.propagate)
+    yield
+    log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]

@@ -24,16 +24,6 @@ from semscale.cli import main
 PIXEL = 0.05
 
 
-@pytest.fixture(autouse=True)
-def _restore_semscale_logger():
-    import logging
-
-    log = logging.getLogger("semscale")
-    saved = (log.handlers[:], log.level, log.propagate)
-    yield
-    log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
-
-
 def _files(folder: Path) -> dict[str, Any]:
     """A valid one-image campaign's files: SEM 64×64, EDS Ni/O/Zr at 1/4, truth 0..3."""
     rng = np.random.default_rng(0)

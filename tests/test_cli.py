@@ -15,17 +15,6 @@ import zarr
 from semscale.cli import main
 
 
-@pytest.fixture(autouse=True)
-def _restore_semscale_logger():
-    """``main`` configures the ``semscale`` logger for a terminal; undo it so caplog works in other tests."""
-    import logging
-
-    log = logging.getLogger("semscale")
-    saved = (log.handlers[:], log.level, log.propagate)
-    yield
-    log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
-
-
 def test_help_is_instant_without_heavy_imports() -> None:
     code = ("import sys, semscale.cli as c; c.build_parser().format_help(); "
             "heavy = [m for m in ('tensorflow', 'keras', 'dask', 'zarr', 'cupy', 'dask_cuda') if m in sys.modules]; "
@@ -190,15 +179,22 @@ def test_whole_campaign_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureF
     assert f"{first}: 0 of" in capsys.readouterr().out
 
 
-def test_stats_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`semscale stats STORE`: JSON with the errors, a no-op rerun, other labels as the primary source."""
+def _stats_store(tmp_path: Path, *, bootstrap: int = 20):
+    """A store with predictions of model ``m`` and the campaign config recorded (tests.analysis.test_stats)."""
     from tests.analysis.test_stats import PIXEL, TIMES, make_store
 
     store = make_store(tmp_path)
-    cfg = {"name": "c", "store": str(store.path), "pixel_size_um": PIXEL, "images": [
+    store.update_meta(config={"name": "c", "store": str(store.path), "pixel_size_um": PIXEL, "images": [
         {"id": i, "sem": "x.tif", "oxidation_min": t, "role": r} for i, (t, r) in TIMES.items()],
-        "training": {"name": "m"}, "stats": {"tile_um": 2.0, "bootstrap": 50}}
-    store.update_meta(config=cfg)
+        "training": {"name": "m"}, "stats": {"tile_um": 2.0, "bootstrap": bootstrap}})
+    return store
+
+
+def test_stats_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`semscale stats STORE`: JSON with the errors, a no-op rerun, other labels as the primary source."""
+    from tests.analysis.test_stats import TIMES
+
+    store = _stats_store(tmp_path, bootstrap=50)
     assert main(["stats", str(store.path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["measured"] == list(TIMES) and out["errors"]["fraction_mae_truth"]["NiO"] > 0
@@ -276,13 +272,9 @@ def _cli_read_only(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_read_only_store_can_be_read_and_says_why_it_cannot_be_written(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """info, models, evaluate, stats --json on a store this user cannot write; writing is refused clearly."""
-    from tests.analysis.test_stats import PIXEL, TIMES, make_store
+    from tests.analysis.test_stats import TIMES
 
-    store = make_store(tmp_path)
-    cfg = {"name": "c", "store": str(store.path), "pixel_size_um": PIXEL, "images": [
-        {"id": i, "sem": "x.tif", "oxidation_min": t, "role": r} for i, (t, r) in TIMES.items()],
-        "training": {"name": "m"}, "stats": {"tile_um": 2.0, "bootstrap": 20}}
-    store.update_meta(config=cfg)
+    store = _stats_store(tmp_path)
     assert main(["stats", str(store.path), "--json"]) == 0
     written = json.loads(capsys.readouterr().out)
     before = {p: p.stat().st_mtime_ns for p in store.path.rglob("*")}
@@ -317,13 +309,9 @@ def test_read_only_store_can_be_read_and_says_why_it_cannot_be_written(tmp_path:
 def test_a_second_writer_is_refused_naming_the_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Defect: two writers on one store. The second is refused with the holder named, its outputs untouched;
     a lock left by a killed run on another node is cleared by --break-lock."""
-    from tests.analysis.test_stats import PIXEL, TIMES, make_store
     from tests.store.test_lock import _hold_in_other_process, _write_lock
 
-    store = make_store(tmp_path)
-    store.update_meta(config={"name": "c", "store": str(store.path), "pixel_size_um": PIXEL, "images": [
-        {"id": i, "sem": "x.tif", "oxidation_min": t, "role": r} for i, (t, r) in TIMES.items()],
-        "training": {"name": "m"}, "stats": {"tile_um": 2.0, "bootstrap": 20}})
+    store = _stats_store(tmp_path)
     holder = _hold_in_other_process(store.path)
     try:
         assert main(["stats", str(store.path)]) == 1
