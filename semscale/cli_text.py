@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from semscale.config import CampaignConfig
 
-__all__ = ["campaign_text", "info_text", "layout", "models_text", "plain", "stats_text", "to_json"]
+__all__ = ["campaign_text", "info_text", "layout", "models_text", "os_error_text", "plain", "stats_text", "to_json"]
 
 
 def plain(obj: Any) -> Any:
@@ -121,3 +121,19 @@ def stats_text(result: Mapping[str, Any]) -> str:
     lines.append(f"statistics ({state}; {len(result['measured'])} of {len(result['images'])} images measured "
                  f"now): {files['zarr']}\ntables: {files['csv']}, {files['interfaces_csv']}\nplot:   {files['plot']}")
     return "\n".join(lines)
+
+
+def os_error_text(exc: OSError) -> str:
+    """One line for an operating-system error: the file, what happened, and what to do."""
+    import errno
+
+    what = exc.strerror or str(exc)
+    where = f" {exc.filename}" if exc.filename else ""
+    fixes = {
+        errno.ENOSPC: "free space (or point `store:` at a larger disk) and rerun: finished blocks are kept",
+        errno.EDQUOT: "free space within your quota and rerun: finished blocks are kept",
+        errno.EROFS: "the file system is read-only; write the store somewhere writable",
+        errno.EACCES: "check the permissions of that path",
+    }
+    fix = fixes.get(exc.errno or 0, "check that path and rerun (--debug shows the traceback)")
+    return f"Expected to read or write{where}. Got '{what}'; {fix}."
