@@ -32,6 +32,7 @@ from semscale.cli_text import (
 from semscale.config import CampaignConfig, InferenceConfig
 from semscale.errors import ConfigError
 from semscale.pipeline import STAGES
+from semscale.store.location import StorePath, store_path
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -93,13 +94,13 @@ def _config(args: argparse.Namespace, path: str | None = None) -> CampaignConfig
     return apply_overrides(load_config(path or args.config), args)
 
 
-def _store_path(value: str) -> Path:
-    path = Path(value)
-    if path.suffix in (".yaml", ".yml"):
+def _store_path(value: str) -> StorePath:
+    """The store named on the command line: a store path or URL, or the store of a campaign config."""
+    if Path(value).suffix in (".yaml", ".yml"):
         from semscale.config import load_config
 
-        return load_config(path).store
-    return path
+        return load_config(value).store
+    return store_path(value)
 
 
 # --- commands ---------------------------------------------------------------------------------------
@@ -198,7 +199,8 @@ def _cmd_predict(args: argparse.Namespace) -> Result:
     source = Path(args.source)
     for f in args.model_file or ():  # checked before any cluster starts or any output is touched
         read_sidecar(f)
-    is_config, is_store = source.suffix in (".yaml", ".yml"), (source / "zarr.json").exists()
+    is_config = source.suffix in (".yaml", ".yml")
+    is_store = not is_config and (store_path(args.source) / "zarr.json").exists()
     if not (is_config or is_store):
         cfg = _override(InferenceConfig(), args, OVERRIDES["inference"])
         files = segment_file(source, cfg, model_files=[Path(p) for p in args.model_file or ()],
@@ -212,7 +214,7 @@ def _cmd_predict(args: argparse.Namespace) -> Result:
     else:
         from semscale.store import open_store
 
-        store = open_store(source)
+        store = open_store(args.source)
         config = apply_overrides(stored_config(store), args)
     with get_client(config.cluster) as client:
         results = predict(config, store, image_ids=args.image or None, client=client, overwrite=args.overwrite,
@@ -262,12 +264,11 @@ def _cmd_stats(args: argparse.Namespace) -> Result:
     from semscale.pipeline import stats, stored_config
     from semscale.store import open_store
 
-    source = Path(args.source)
-    if source.suffix in (".yaml", ".yml"):
+    if Path(args.source).suffix in (".yaml", ".yml"):
         config = _config(args, args.source)
         store = open_store(config.store)
     else:
-        store = open_store(source)
+        store = open_store(args.source)
         config = stored_config(store)
     if args.netcdf:
         config = dataclasses.replace(config, stats=dataclasses.replace(config.stats, netcdf=True))
@@ -296,7 +297,7 @@ def _cmd_demo(args: argparse.Namespace) -> Result:
 
 
 # --- parser -----------------------------------------------------------------------------------------
-def _store_argument(args: argparse.Namespace) -> Path | None:
+def _store_argument(args: argparse.Namespace) -> StorePath | None:
     """The store a command works on, from its positional argument (a config names its store)."""
     for name in ("config", "source", "store", "target"):
         value = getattr(args, name, None)
@@ -304,7 +305,7 @@ def _store_argument(args: argparse.Namespace) -> Path | None:
             value = args.files[0] if args.files else None
         if isinstance(value, (str, Path)):
             path = _store_path(str(value))
-            return path if path != Path(value) or (path / "zarr.json").exists() else None
+            return path if Path(str(value)).suffix in (".yaml", ".yml") or (path / "zarr.json").exists() else None
     return None
 
 

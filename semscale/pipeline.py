@@ -156,7 +156,8 @@ def stored_config(store: CampaignStore) -> CampaignConfig:
             f"Expected the campaign config recorded in {store.path} (written by `semscale ingest`). Got "
             "none; give the campaign YAML instead of the store."
         )
-    return CampaignConfig.from_dict(data, base_dir=store.path.parent, check_files=False)
+    base = store.path.parent if isinstance(store.path, Path) else None  # the recorded paths are absolute
+    return CampaignConfig.from_dict(data, base_dir=base, check_files=False)
 
 
 def segment_file(source: Path, cfg: InferenceConfig, *, model_files: Sequence[Path],

@@ -1,10 +1,12 @@
-"""Shared pytest fixtures: a tiny U-Net (and a 2-member ensemble) saved once per session, and a real
-2-worker ``distributed.LocalCluster`` client on loopback."""
+"""Shared pytest fixtures: a tiny U-Net (and a 2-member ensemble) saved once per session, a real 2-worker
+``distributed.LocalCluster`` client on loopback, and the outputs of the tiny campaign run once undisturbed."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,13 +46,34 @@ def client() -> Iterator[object]:
         yield c
 
 
-@pytest.fixture(autouse=True)
-def _restore_semscale_logger() -> Iterator[None]:
-    """The CLI's ``main`` configures the ``semscale`` logger for a terminal; undo it after each test, so
-    caplog works in the tests that follow."""
+@contextlib.contextmanager
+def _semscale_logger_kept() -> Iterator[None]:
     import logging
 
     log = logging.getLogger("semscale")
     saved = (log.handlers[:], log.level, log.propagate)
-    yield
-    log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+    try:
+        yield
+    finally:
+        log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+
+
+@pytest.fixture(autouse=True)
+def _restore_semscale_logger() -> Iterator[None]:
+    """The CLI's ``main`` configures the ``semscale`` logger for a terminal; undo it after each test, so
+    caplog works in the tests that follow."""
+    with _semscale_logger_kept():
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_campaign_reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Every result array of :func:`tests.campaigns.tiny_campaign` run undisturbed by ``semscale run`` with
+    its store in a folder: what killed, resumed and object-store runs of the same campaign must equal."""
+    from semscale.cli import main
+    from tests.campaigns import campaign_outputs, tiny_campaign
+
+    cfg_path = tiny_campaign(tmp_path_factory.mktemp("reference"))
+    with _semscale_logger_kept():
+        assert main(["run", str(cfg_path)]) == 0
+    return campaign_outputs(cfg_path.parent / "campaign.zarr")

@@ -13,6 +13,7 @@ import yaml
 import zarr
 
 from semscale.cli import main
+from tests.campaigns import campaign_outputs, tiny_campaign
 
 
 def test_help_is_instant_without_heavy_imports() -> None:
@@ -339,7 +340,7 @@ def test_run_on_an_external_scheduler_with_two_workers(tmp_path: Path, capsys: p
 
     dask = shutil.which("dask")
     assert dask, "the `dask` command (dask[distributed]) is needed"
-    cfg_path = _tiny_campaign(tmp_path / "c")
+    cfg_path = tiny_campaign(tmp_path / "c")
     out, data = cfg_path.parent, yaml.safe_load(cfg_path.read_text())
     capsys.readouterr()
     sched_file = tmp_path / "scheduler.json"
@@ -387,49 +388,10 @@ def test_run_on_an_external_scheduler_with_two_workers(tmp_path: Path, capsys: p
         np.testing.assert_array_equal(local, labels)
 
 
-def _tiny_campaign(out: Path) -> Path:
-    """A 3-image campaign (EDS on 2) with a tiny U-Net, small enough for several runs in one test."""
-    main(["synth", str(out), "--images", "3", "--shape", "192", "192", "--eds", "2", "--times", "0", "30", "120",
-          "--seed", "3"])
-    cfg_path = out / "campaign.yaml"
-    data = yaml.safe_load(cfg_path.read_text())
-    data["training"] = {"filters": [4, 8], "dropout": [0, 0.1], "patch_size": 32, "batch_size": 4, "epochs": 3,
-                        "steps_per_epoch": 4, "test_tiles_fraction": 0.2}
-    data["inference"] = {"patch_size": 32}
-    data["ingest"] = {"chunk_size": 64}
-    data["stats"] = {"bootstrap": 50, "tile_um": 2.0}
-    data["cluster"] = {"n_workers": 1, "threads_per_worker": 1, "gpu": "off", "dashboard_address": "127.0.0.1:0"}
-    cfg_path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return cfg_path
-
-
-def _outputs(store: Path) -> dict[str, np.ndarray]:
-    """Every result array of a finished campaign: targets, predictions, statistics and the model's weights."""
-    import keras
-
-    root = zarr.open_group(store, mode="r")
-    out: dict[str, np.ndarray] = {}
-    for image_id in root["images"].group_keys():
-        for name in ("target", "truth"):
-            key = f"images/{image_id}/labels/{name}/scale0/image"
-            if key in root:
-                out[key] = root[key][:]
-        for name in ("labels", "confidence"):
-            key = f"predictions/unet/{image_id}/{name}/scale0/image"
-            out[key] = root[key][:]
-    import xarray as xr
-
-    with xr.open_zarr(store, group="stats", consolidated=False) as ds:
-        for name, var in ds.data_vars.items():
-            out[f"stats/{name}"] = var.values
-    model = keras.saving.load_model(store / "models" / "unet" / "member_0.keras", compile=False)
-    out |= {f"weights/{k}": w for k, w in enumerate(model.get_weights())}
-    return out
-
-
 @pytest.mark.slow
-def test_a_killed_run_resumes_to_the_bits_of_an_undisturbed_one(tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_killed_run_resumes_to_the_bits_of_an_undisturbed_one(
+    tmp_path: Path, tiny_campaign_reference: dict[str, np.ndarray]
+) -> None:
     """`semscale run` SIGKILLed (with its worker processes) during ingest, label, train, predict and stats, one
     after the other; each rerun resumes (the killed run's stale lock is cleared) and the last one ends with
     outputs bit-identical to an undisturbed run's."""
@@ -437,12 +399,8 @@ def test_a_killed_run_resumes_to_the_bits_of_an_undisturbed_one(tmp_path: Path,
     import re
     import signal
 
-    reference = _tiny_campaign(tmp_path / "ref")
-    assert main(["run", str(reference)]) == 0
-    want = _outputs(reference.parent / "campaign.zarr")
-    capsys.readouterr()
-
-    cfg_path = _tiny_campaign(tmp_path / "killed")
+    want = tiny_campaign_reference
+    cfg_path = tiny_campaign(tmp_path / "killed")
     env = {**os.environ, "SEMSCALE_PROGRESS": "0"}
     cmd = [sys.executable, "-m", "semscale.cli", "run", str(cfg_path)]
     kills = {"ingest": r"t000_a: sem ingested", "label": r"random forest: \d+ trees on \d+ seeds",
@@ -467,7 +425,7 @@ def test_a_killed_run_resumes_to_the_bits_of_an_undisturbed_one(tmp_path: Path,
     final = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert final.returncode == 0, final.stderr[-3000:]
     assert "clearing a stale writer lock" in final.stderr
-    got = _outputs(cfg_path.parent / "campaign.zarr")
+    got = campaign_outputs(cfg_path.parent / "campaign.zarr")
     assert sorted(got) == sorted(want)
     for key, value in want.items():
         np.testing.assert_array_equal(got[key], value, err_msg=key)

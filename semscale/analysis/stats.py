@@ -29,6 +29,7 @@ from semscale._version import __version__
 from semscale.config import StatsConfig
 from semscale.errors import StoreError
 from semscale.kernels.morphometry import CountLayout
+from semscale.store.location import writing
 
 if TYPE_CHECKING:
     from semscale.store.layout import CampaignStore
@@ -341,9 +342,9 @@ def summarise(ds: Any) -> Any:
 
 
 # --- files: CSV, netCDF, plots ------------------------------------------------------------------------------
-def write_tables(ds: Any, folder: Path) -> dict[str, Path]:
-    """Tidy CSVs (6 significant digits): ``stats.csv`` one row per image × phase × source, with the image's
-    own values repeated; ``interfaces.csv`` one row per image × pair × source."""
+def write_tables(ds: Any, *, csv: Path, interfaces_csv: Path) -> None:
+    """Tidy CSVs (6 significant digits): ``csv`` one row per image × phase × source, with the image's own
+    values repeated; ``interfaces_csv`` one row per image × pair × source."""
     import pandas as pd
 
     suffixes = [("model" if s == "" else s[1:], s) for s in ("", "_target", "_truth") if f"fraction{s}" in ds]
@@ -371,11 +372,8 @@ def write_tables(ds: Any, folder: Path) -> dict[str, Path]:
                 pair_rows.append({**head, "source": source, "pair": pair,
                                   "interface_density_um-1": ds[f"interface_density{sfx}"].values[i, p],
                                   "interface_density_lower": ci[0], "interface_density_upper": ci[1]})
-    folder.mkdir(parents=True, exist_ok=True)
-    out = {"csv": folder / "stats.csv", "interfaces_csv": folder / "interfaces.csv"}
-    pd.DataFrame(rows).to_csv(out["csv"], index=False, float_format="%.6g")
-    pd.DataFrame(pair_rows).to_csv(out["interfaces_csv"], index=False, float_format="%.6g")
-    return out
+    pd.DataFrame(rows).to_csv(csv, index=False, float_format="%.6g")
+    pd.DataFrame(pair_rows).to_csv(interfaces_csv, index=False, float_format="%.6g")
 
 
 def write_netcdf(ds: Any, summary: Any, path: Path) -> Path:
@@ -473,7 +471,7 @@ def update_stats(store: CampaignStore, cfg: StatsConfig = StatsConfig(),  # noqa
         files["netcdf"] = report / "stats.nc"
     unchanged = (previous is not None and not measured
                  and list(previous["image"].values) == list(ds["image"].values)
-                 and all(Path(p).exists() for p in files.values()))
+                 and all(p.exists() for p in files.values()))
     if previous is not None:
         previous.close()
     summary = summarise(ds)
@@ -484,10 +482,13 @@ def update_stats(store: CampaignStore, cfg: StatsConfig = StatsConfig(),  # noqa
                     "written", store.path, ds.sizes["image"], len(measured))
     else:
         store.write_stats(ds, summary)
-        write_tables(ds, report)
-        plot_fractions(ds, files["plot"])
+        with writing(files["csv"]) as csv, writing(files["interfaces_csv"]) as interfaces_csv:
+            write_tables(ds, csv=csv, interfaces_csv=interfaces_csv)
+        with writing(files["plot"]) as png:
+            plot_fractions(ds, png)
         if cfg.netcdf:
-            write_netcdf(ds, summary, files["netcdf"])
+            with writing(files["netcdf"]) as nc:
+                write_netcdf(ds, summary, nc)
         log.info("stats: %d images (%d measured now) -> %s", ds.sizes["image"], len(measured), files["zarr"])
     errors = {name: dict(zip(summary["phase"].values.tolist(), summary[name].values.tolist()))
               for name in summary.data_vars if name.startswith("fraction_") and name.split("_")[1] in

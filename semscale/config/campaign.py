@@ -28,6 +28,7 @@ from semscale.config.validation import (
     _resolve,
 )
 from semscale.errors import ConfigError
+from semscale.store.location import PATH_TYPES, StorePath, store_path
 
 __all__ = ["CampaignConfig", "ImageEntry", "load_config"]
 
@@ -62,7 +63,8 @@ class ImageEntry:
 @dataclass(frozen=True)
 class CampaignConfig:
     name: str
-    store: Path
+    store: StorePath
+    """A local folder, or an fsspec URL (``s3://bucket/campaign.zarr``) kept as given."""
     pixel_size_um: float
     images: tuple[ImageEntry, ...]
     classes: tuple[str, ...] = CLASSES
@@ -198,8 +200,9 @@ def _build_campaign(data: Any, *, base: Path, where: str, source: Path | None,
         if data.get(required) is None:
             raise _FieldError(required, "missing required key")
     name = _coerce(data["name"], str, "name")
-    store = _coerce(data["store"], Path, "store").expanduser()
-    store = store if store.is_absolute() else base / store
+    raw_store = _coerce(data["store"], str, "store")
+    store = store_path(raw_store if "://" in raw_store or Path(raw_store).expanduser().is_absolute()
+                       else base / raw_store)
     pixel = _coerce(data["pixel_size_um"], float, "pixel_size_um")
     _check(pixel > 0, "pixel_size_um", "a positive number (µm per pixel)", pixel)
     classes = _coerce(data.get("classes", list(CLASSES)), tuple[str, ...], "classes")
@@ -228,6 +231,6 @@ def _to_plain(obj: Any) -> Any:
         return {str(k): _to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_to_plain(v) for v in obj]
-    if isinstance(obj, Path):
+    if isinstance(obj, PATH_TYPES):
         return str(obj)
     return obj

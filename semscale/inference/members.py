@@ -12,7 +12,6 @@ import dataclasses
 import math
 import threading
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,6 +20,7 @@ from semscale.config import InferenceConfig
 from semscale.errors import ConfigError, ModelError
 from semscale.kernels.blending import PredictFn
 from semscale.kernels.windows import Geometry, align_up
+from semscale.store.location import PATH_TYPES, StorePath, store_path
 
 if TYPE_CHECKING:
     from semscale.store.layout import CampaignStore
@@ -49,7 +49,7 @@ class ModelRef:
 
 Member = ModelRef | PredictFn
 """One ensemble member as a task holds it."""
-Models = str | Path | ModelRef | PredictFn | Sequence[str | Path | ModelRef | PredictFn]
+Models = str | StorePath | ModelRef | PredictFn | Sequence[str | StorePath | ModelRef | PredictFn]
 """What :func:`resolve_members` accepts: one model or a sequence (an ensemble)."""
 
 
@@ -97,8 +97,8 @@ def make_geometry(cfg: InferenceConfig, facts: ModelFacts) -> Geometry:
 
 
 def store_models(
-    store: CampaignStore, models: str | Sequence[str | Path], *, model_name: str | None, cfg: InferenceConfig
-) -> tuple[list[Path], str]:
+    store: CampaignStore, models: str | Sequence[str | StorePath], *, model_name: str | None, cfg: InferenceConfig
+) -> tuple[list[StorePath], str]:
     """``(member paths, name to write predictions under)`` for ``models``: a model name in ``store`` or
     ``.keras`` paths (then named ``model_name``, else ``cfg.model``)."""
     if isinstance(models, str):
@@ -109,14 +109,14 @@ def store_models(
             "Expected `model_name` (or `inference.model`) to name predictions of model files. Got none; pass "
             "model_name=..., or give the model by its name in the store."
         )
-    return [Path(p) for p in models], name
+    return [store_path(p) for p in models], name
 
 
-def _file_facts(member: str | Path | ModelRef) -> tuple[ModelRef, ModelFacts]:
+def _file_facts(member: str | StorePath | ModelRef) -> tuple[ModelRef, ModelFacts]:
     from semscale.inference.published import normalisation_of
     from semscale.training.unet import content_hash, read_sidecar
 
-    path = Path(member.path if isinstance(member, ModelRef) else member).resolve()
+    path = store_path(member.path if isinstance(member, ModelRef) else member)
     meta = read_sidecar(path)
     ref = ModelRef(str(path), member.sha256 if isinstance(member, ModelRef) else content_hash(path))
     patch, fixed = meta.get("patch_size"), meta.get("input_size")
@@ -138,9 +138,9 @@ def _fn_facts(fn: PredictFn) -> ModelFacts:
     )
 
 
-def as_list(models: Models) -> list[str | Path | ModelRef | PredictFn]:
+def as_list(models: Models) -> list[str | StorePath | ModelRef | PredictFn]:
     """``models`` as a list of members (one path or callable becomes a list of one)."""
-    return [models] if isinstance(models, (str, Path, ModelRef)) or callable(models) else list(models)
+    return [models] if isinstance(models, (str, *PATH_TYPES, ModelRef)) or callable(models) else list(models)
 
 
 def resolve_members(models: Models) -> tuple[list[Member], ModelFacts]:
@@ -151,7 +151,7 @@ def resolve_members(models: Models) -> tuple[list[Member], ModelFacts]:
     members: list[Member] = []
     facts: list[ModelFacts] = []
     for m in items:
-        if isinstance(m, (str, Path, ModelRef)):
+        if isinstance(m, (str, *PATH_TYPES, ModelRef)):
             ref, f = _file_facts(m)
             members.append(ref)
         elif callable(m):

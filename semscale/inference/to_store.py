@@ -19,7 +19,6 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,6 +39,7 @@ from semscale.inference.members import (
 from semscale.kernels.blending import Core
 from semscale.kernels.windows import Geometry, count_evaluations
 from semscale.store.blockwise import BlockGrid, DoneMarkers, compute_blocks, settings_hash
+from semscale.store.location import StorePath
 from semscale.store.nodes import attrs_of
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def _block_grid(store: CampaignStore, image_id: str, cfg: InferenceConfig) -> Bl
     return BlockGrid(shape, (cfg.block_size, cfg.block_size))
 
 
-def _check_classes(store: CampaignStore, facts: ModelFacts, paths: Sequence[Path]) -> None:
+def _check_classes(store: CampaignStore, facts: ModelFacts, paths: Sequence[StorePath]) -> None:
     if facts.classes and list(facts.classes) != list(store.classes):
         raise ModelError(
             f"Expected a model for the store's classes {list(store.classes)}. Got {list(facts.classes)} from "
@@ -185,7 +185,7 @@ def _settings(
     """What the outputs depend on (hashed into the done markers); model paths left out: stores move."""
     return _jsonable({
         "geometry": dataclasses.asdict(geom) | {"batch_size": None},
-        "models": [{"file": Path(m.path).name, "sha256": m.sha256} for m in members if isinstance(m, ModelRef)],
+        "models": [{"file": m.path.rsplit("/", 1)[-1], "sha256": m.sha256} for m in members if isinstance(m, ModelRef)],
         "norm": store.norm(image_id), "shape": grid.shape, "chunks": grid.block,
         "write_probabilities": cfg.probabilities,
     })
@@ -196,7 +196,7 @@ def predict_to_store(
     image_id: str,
     cfg: InferenceConfig,
     *,
-    models: str | Sequence[str | Path],
+    models: str | Sequence[str | StorePath],
     model_name: str | None = None,
     overwrite: bool = False,
     client: Any = None,

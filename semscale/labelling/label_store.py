@@ -220,7 +220,7 @@ def _forest_round(run: _Run, step: str, seeds: Sequence[Seeds], *, what: str) ->
     run.forests.append(ref)
     for p in run.images:
         if pending[p.image_id]:
-            process = ForestBlocks(str(run.store.path.resolve()), p.image_id, p.grid, p.spec(), ref, step,
+            process = ForestBlocks(str(run.store.path), p.image_id, p.grid, p.spec(), ref, step,
                                    run.token(p, step))
             run.blocks(process, p, pending[p.image_id], description=f"{step} {p.image_id}")
     return pooled
@@ -243,7 +243,7 @@ def _refine_round(run: _Run) -> None:
     for p in run.images:
         pending = _pending(run, p, "refined1")
         if pending:
-            process = RefineBlocks(str(run.store.path.resolve()), p.image_id, p.grid, float(sigma), len(run.classes),
+            process = RefineBlocks(str(run.store.path), p.image_id, p.grid, float(sigma), len(run.classes),
                                    "forest1", "refined1", run.token(p, "refined1"))
             run.blocks(process, p, pending, description=f"refine {p.image_id}")
 

@@ -21,7 +21,6 @@ import pickle
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +36,7 @@ from semscale.labelling.refine import REFINE_HALO, refine_block
 from semscale.labelling.registration import smooth_eds
 from semscale.store.blockwise import BlockGrid, DoneMarkers, Index
 from semscale.store.layout import CampaignStore, open_store
+from semscale.store.location import StorePath, store_path, writing
 from semscale.store.ngff import compressor
 from semscale.store.nodes import attrs_of
 
@@ -200,7 +200,7 @@ class ForestRef:
         with _FORESTS_LOCK:
             model = _FORESTS.get(self.sha256)
             if model is None:
-                data = Path(self.path).read_bytes()
+                data = store_path(self.path).read_bytes()
                 if hashlib.sha256(data).hexdigest() != self.sha256:
                     raise StoreError(
                         f"Expected the labelling forest {self.path} with sha256 {self.sha256[:12]}…. Got other "
@@ -219,18 +219,17 @@ def _remember(sha: str, model: Any) -> None:
 
 def release_forest(ref: ForestRef) -> None:
     """Delete the forest's file and drop it from this process's cache."""
-    Path(ref.path).unlink(missing_ok=True)
+    store_path(ref.path).unlink(missing_ok=True)
     with _FORESTS_LOCK:
         _FORESTS.pop(ref.sha256, None)
 
 
-def save_forest(model: Any, path: Path) -> ForestRef:
+def save_forest(model: Any, path: StorePath) -> ForestRef:
     """Pickle ``model`` to ``path`` (atomically) and keep it in this process's cache."""
     data = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
     sha = hashlib.sha256(data).hexdigest()
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    with writing(path) as tmp:
+        tmp.write_bytes(data)
     with _FORESTS_LOCK:
         _remember(sha, model)
     return ForestRef(str(path), sha)

@@ -22,10 +22,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -35,6 +33,7 @@ from semscale import CLASSES, IGNORE_LABEL
 from semscale._version import __version__
 from semscale.errors import StoreError
 from semscale.store import paths
+from semscale.store.location import StorePath, is_remote, store_path, writable, zarr_store
 from semscale.store.lock import writer_lock
 from semscale.store.ngff import (
     DEFAULT_CHUNK,
@@ -62,13 +61,13 @@ opens the whole store); per-image statistics in ``stats/``, the per-time summary
 
 
 class CampaignStore(StoreOutputs):
-    """Handle on a campaign's Zarr store (a local directory).
+    """Handle on a campaign's Zarr store (a local folder or an fsspec URL, :mod:`semscale.store.location`).
 
     Use :func:`create_store` / :func:`open_store` to get one. Arrays come back as dask arrays, lazily.
     """
 
-    def __init__(self, path: str | Path, root: zarr.Group) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | StorePath, root: zarr.Group) -> None:
+        self.path: StorePath = store_path(path)
         self.root = root
 
     def __repr__(self) -> str:
@@ -108,7 +107,7 @@ class CampaignStore(StoreOutputs):
 
     def read_only_error(self, command: str) -> StoreError:
         """The error for ``command`` needing to write this store when it cannot."""
-        why = "was opened read-only" if self.root.read_only and os.access(self.path, os.W_OK) else \
+        why = "was opened read-only" if self.root.read_only and writable(self.path) else \
             "this user cannot write (permissions or a read-only file system)"
         return StoreError(
             f"Expected a writable store at {self.path} for `{command}`. Got one that {why}. Read-only use "
@@ -119,7 +118,7 @@ class CampaignStore(StoreOutputs):
     @property
     def writable(self) -> bool:
         """Whether this handle may write (opened ``r+``, and the store's root folder accepts files)."""
-        return not self.root.read_only and os.access(self.path, os.W_OK)
+        return not self.root.read_only and writable(self.path)
 
     # --- images ------------------------------------------------------------------------------------
     def image_ids(self, *, complete_only: bool = True) -> list[str]:
@@ -389,7 +388,7 @@ class CampaignStore(StoreOutputs):
 
 
 def create_store(
-    path: str | Path,
+    path: str | StorePath,
     *,
     name: str,
     classes: Sequence[str] = CLASSES,
@@ -400,7 +399,7 @@ def create_store(
 
     An existing store keeps its contents; its classes and pixel size must match.
     """
-    path = Path(path)
+    path = store_path(path)
     if path.exists() and not path.is_dir():
         raise StoreError(f"Expected a folder (or nothing) at the store path {path}. Got a file; point `store:` "
                          "at a new path ending in .zarr, or move the file.")
@@ -420,8 +419,10 @@ def create_store(
                 f"Store {path} has pixel_size_um={meta['pixel_size_um']}; the config says {pixel_size_um}."
             )
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        store = CampaignStore(path, zarr.open_group(str(path), mode="a", zarr_format=3, use_consolidated=False))
+        if not is_remote(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        root = zarr.open_group(zarr_store(path, read_only=False), mode="a", zarr_format=3, use_consolidated=False)
+        store = CampaignStore(path, root)
     with store.writer("ingest"):
         store.update_meta(
             name=name, classes=list(classes), pixel_size_um=float(pixel_size_um), semscale_version=__version__,
@@ -430,20 +431,21 @@ def create_store(
     return store
 
 
-def open_store(path: str | Path, *, mode: Literal["r", "r+"] = "r+") -> CampaignStore:
-    """Open an existing campaign store (``mode`` ``"r"`` read-only or ``"r+"``)."""
-    path = Path(path)
+def open_store(path: str | StorePath, *, mode: Literal["r", "r+"] = "r+") -> CampaignStore:
+    """Open an existing campaign store (``mode`` ``"r"`` read-only or ``"r+"``) at a path or URL."""
+    path = store_path(path)
     if not (path / "zarr.json").exists():
         raise StoreError(
             f"Expected a semscale store (Zarr v3 group) at {path}. Got no zarr.json there. "
             "Create one with `semscale ingest CONFIG`."
         )
-    if mode != "r" and not os.access(path, os.W_OK):
+    if mode != "r" and not writable(path):
         mode = "r"  # a store this user cannot write opens read-only; writers say so (CampaignStore.writer)
     if mode != "r":
         _drop_consolidated(path)
     # the hierarchy itself, never a consolidated snapshot of it: stages see what the others wrote
-    root = zarr.open_group(str(path), mode=mode, zarr_format=3, use_consolidated=False)
+    root = zarr.open_group(zarr_store(path, read_only=mode == "r"), mode=mode, zarr_format=3,
+                           use_consolidated=False)
     if "semscale" not in root.attrs:
         raise StoreError(f"{path} is a Zarr group but not a semscale store (no `semscale` attrs).")
     store = CampaignStore(path, root)
@@ -457,7 +459,7 @@ def open_store(path: str | Path, *, mode: Literal["r", "r+"] = "r+") -> Campaign
     return store
 
 
-def _drop_consolidated(path: Path) -> None:
+def _drop_consolidated(path: StorePath) -> None:
     """Remove the root's consolidated metadata before anything writes, so no reader is served a snapshot
     that misses what this run writes; :meth:`CampaignStore.consolidate` makes a new one at the end."""
     import json

@@ -1,8 +1,9 @@
 """One writer per store: a lock file that every writing stage holds while it runs.
 
 The lock is a small JSON file at the store's root (:data:`semscale.store.paths.LOCK`) holding who writes:
-host, pid, command and start time (UTC). It is created with ``O_CREAT | O_EXCL``, so of two runs that start
-together exactly one gets it; the other is refused with a :class:`~semscale.errors.StoreError` naming the
+host, pid, command and start time (UTC). It is created exclusively (``O_CREAT | O_EXCL`` in a folder, a
+conditional PUT with ``If-None-Match: *`` on S3; :func:`semscale.store.location.create_exclusive`), so of two
+runs that start together exactly one gets it; the other is refused with a :class:`~semscale.errors.StoreError` naming the
 holder. Within one process the lock is re-entrant (``run`` holds it and its stages take it again), and it
 is removed when the outermost holder leaves, on success and on error alike.
 
@@ -11,6 +12,12 @@ running, the lock is stale for certain: it is cleared with a warning and taken. 
 cannot be checked from here; the message says so, and ``--break-lock`` (:func:`break_lock`) clears it.
 
 Worker processes of a Dask cluster write blocks for the run that holds the lock; they never take it.
+
+On object storage the lock is as strong as the store's conditional write: AWS S3 and S3-compatible servers
+that honour ``If-None-Match`` (MinIO, moto, Ceph) refuse a second writer exactly as a folder does; a store
+without conditional writes would let two starts race, so run one writer per store there. Done markers need
+no such support: each is a single object written last (after every chunk it covers), and object PUTs are
+atomic, so a marker is either absent or whole.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from pathlib import Path
 
 from semscale.errors import StoreError
 from semscale.store import paths
+from semscale.store.location import StorePath, create_exclusive, store_path
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +83,13 @@ class Holder:
         return False
 
 
-def _lock_path(store_path: str | Path) -> Path:
-    return Path(store_path) / paths.LOCK
+def _lock_path(store: str | StorePath) -> StorePath:
+    return store_path(store) / paths.LOCK
 
 
-def lock_holder(store_path: str | Path) -> Holder | None:
+def lock_holder(store: str | StorePath) -> Holder | None:
     """The holder recorded in the store's lock file, or ``None`` when the store is not locked."""
-    path = _lock_path(store_path)
+    path = _lock_path(store)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return Holder(host=str(data["host"]), pid=int(data["pid"]), command=str(data["command"]),
@@ -92,34 +100,29 @@ def lock_holder(store_path: str | Path) -> Holder | None:
         return Holder(host="?", pid=-1, command=f"unreadable lock file {path}", started="?")
 
 
-def break_lock(store_path: str | Path) -> Holder | None:
+def break_lock(store: str | StorePath) -> Holder | None:
     """Remove the store's writer lock, whoever holds it; returns the holder it recorded (``None``: unlocked).
 
     Only for a lock whose holder is known to be gone (a killed job on another node): a live writer whose lock
     is broken goes on writing next to the new one."""
-    holder = lock_holder(store_path)
+    holder = lock_holder(store)
     if holder is not None:
-        _lock_path(store_path).unlink(missing_ok=True)
-        log.warning("removed the writer lock of %s held by %s", store_path, holder.describe())
+        _lock_path(store).unlink(missing_ok=True)
+        log.warning("removed the writer lock of %s held by %s", store, holder.describe())
     return holder
 
 
-def _create(path: Path, holder: Holder) -> bool:
+def _create(path: StorePath, holder: Holder) -> bool:
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
+        return create_exclusive(path, json.dumps(asdict(holder)).encode())
     except OSError as exc:
         raise StoreError(
             f"Expected to write the writer lock {path}. Got {exc.strerror or exc}; a read-only store can be "
             "read (`info`, `models`, `evaluate`, `stats --json`) but not written."
         ) from None
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(asdict(holder), f)
-    return True
 
 
-def _acquire(path: Path, command: str) -> None:
+def _acquire(path: StorePath, command: str) -> None:
     holder = Holder.me(command)
     for _ in range(2):  # the second try follows the removal of a stale lock
         if _create(path, holder):
@@ -142,10 +145,10 @@ def _acquire(path: Path, command: str) -> None:
 
 
 @contextlib.contextmanager
-def writer_lock(store_path: str | Path, *, command: str) -> Iterator[None]:
+def writer_lock(store: str | StorePath, *, command: str) -> Iterator[None]:
     """Hold the store's writer lock for the ``with`` block (``command``: what writes, for the message)."""
-    path = _lock_path(store_path)
-    key = str(path.resolve())
+    path = _lock_path(store)
+    key = str(path)
     with _DEPTH_LOCK:
         depth = _DEPTH.get(key, 0)
         if depth == 0:

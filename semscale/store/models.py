@@ -19,11 +19,12 @@ import numpy as np
 from semscale.errors import ModelError
 from semscale.store import paths
 from semscale.store.layout import CampaignStore
+from semscale.store.location import StorePath, store_path
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "MEMBER_KINDS", "format_models", "list_models", "member_indices", "member_paths", "read_sidecar",
+    "MEMBER_KINDS", "format_models", "list_models", "member_file_name", "member_indices", "member_paths", "read_sidecar",
     "sidecar_path",
 ]
 
@@ -34,10 +35,15 @@ _REQUIRED_SIDECAR_KEYS = ("classes", "filters", "receptive_field_px", "halo_px",
 
 
 # --- member files ----------------------------------------------------------------------------------
-def member_paths(store: CampaignStore, name: str, member: int) -> dict[str, Path]:
+def member_paths(store: CampaignStore, name: str, member: int) -> dict[str, StorePath]:
     """Where member ``member`` of model ``name`` and its training files live (creates the model group)."""
     store.model_dir(name, create=True)
     return {kind: store.member_file(name, member, kind) for kind in MEMBER_KINDS}
+
+
+def member_file_name(member: int, kind: str) -> str:
+    """File ``kind`` of member ``member`` relative to its model's folder (e.g. ``history/member_0.json``)."""
+    return paths.MEMBER_FILES[kind].format(k=member)
 
 
 def member_indices(store: CampaignStore, name: str, kind: str = "model") -> list[int]:
@@ -51,14 +57,14 @@ def member_indices(store: CampaignStore, name: str, kind: str = "model") -> list
     return sorted(int(m.group(1)) for m in found if m)
 
 
-def sidecar_path(model_path: str | Path) -> Path:
+def sidecar_path(model_path: str | StorePath) -> StorePath:
     """The JSON sidecar next to a ``.keras`` model file."""
-    return Path(model_path).with_suffix(".json")
+    return store_path(model_path).with_suffix(".json")
 
 
-def read_sidecar(path: str | Path) -> dict[str, Any]:
-    """The validated JSON sidecar of model file ``path``."""
-    path = Path(path)
+def read_sidecar(path: str | StorePath) -> dict[str, Any]:
+    """The validated JSON sidecar of model file ``path`` (a local path or one in a store)."""
+    path = store_path(path)
     if not path.is_file():
         raise ModelError(f"Expected a model file at `{path}`. Got nothing there; train one or fix the path.")
     side = sidecar_path(path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,6 +18,7 @@ import zarr
 from semscale import IGNORE_LABEL
 from semscale.errors import ModelError, StoreError
 from semscale.store import paths
+from semscale.store.location import StorePath, list_files, remove_tree, zarr_store
 from semscale.store.ngff import compressor, label_group_metadata, label_pyramid, level_path
 from semscale.store.nodes import array_at, attrs_of, group_at, set_attrs
 
@@ -40,7 +40,7 @@ def _map(name: str) -> str:
 class StoreOutputs:
     """Models, predictions, scores, stats, report and scratch of a campaign store (mixed into CampaignStore)."""
 
-    path: Path
+    path: StorePath
     root: zarr.Group
 
     if TYPE_CHECKING:  # provided by CampaignStore
@@ -55,20 +55,20 @@ class StoreOutputs:
         def label_array(self, image_id: str, name: str, level: int = 0) -> zarr.Array: ...
 
     # --- models and predictions ------------------------------------------------------------------
-    def model_dir(self, name: str, *, create: bool = False) -> Path:
+    def model_dir(self, name: str, *, create: bool = False) -> StorePath:
         """Folder of model ``name`` (``models/<name>``); ``create`` makes it a Zarr group so tools see it."""
         if create:
             self.root.require_group(paths.model(name))
         return self.path / paths.model(name)
 
-    def member_file(self, name: str, k: int, kind: str = "model") -> Path:
+    def member_file(self, name: str, k: int, kind: str = "model") -> StorePath:
         """File ``kind`` (``model``, ``sidecar``, ``history``, ``last``, ``best``, ``state``) of member ``k``."""
         return self.path / paths.member_file(name, k, kind)
 
-    def model_members(self, name: str) -> list[Path]:
+    def model_members(self, name: str) -> list[StorePath]:
         """The exported ``member_k.keras`` files of model ``name`` (sorted by k); raises if there are none."""
         folder = self.model_dir(name)
-        found = sorted(folder.glob("member_*.keras"), key=lambda p: int(p.stem.split("_")[-1]))
+        found: list[StorePath] = sorted(folder.glob("member_*.keras"), key=lambda p: int(p.stem.split("_")[-1]))
         if not found:
             known = ", ".join(self.model_names()) or "none"
             raise ModelError(
@@ -79,11 +79,7 @@ class StoreOutputs:
 
     def remove_model(self, name: str) -> None:
         """Delete model ``name`` (its folder: members, sidecars, checkpoints); its predictions stay."""
-        import shutil
-
-        folder = self.model_dir(name)
-        if folder.exists():
-            shutil.rmtree(folder)
+        remove_tree(self.model_dir(name))
 
     def set_model_attrs(self, name: str, **values: Any) -> None:
         g = self.root.require_group(paths.model(name))
@@ -185,8 +181,7 @@ class StoreOutputs:
     def chunks_written(self, array: zarr.Array) -> np.ndarray:
         """Which chunks of ``array`` are stored (bool over its chunk grid); chunks never written read as the
         fill value."""
-        folder = self.path / array.path
-        have = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+        have = list_files(self.path / array.path)
         grid = tuple(-(-n // c) for n, c in zip(array.shape, array.chunks))
         out = np.zeros(grid, bool)
         for coords in np.ndindex(*grid):
@@ -252,8 +247,6 @@ class StoreOutputs:
 
     def drop_stats(self) -> bool:
         """Delete ``stats/`` and the files in ``report/`` (all derived from every image); True if any were there."""
-        import shutil
-
         had = self.has_stats()
         if had:
             del self.root[paths.STATS]
@@ -261,7 +254,7 @@ class StoreOutputs:
         for f in (report.iterdir() if report.is_dir() else ()):
             if f.name != "zarr.json":
                 had = True
-                shutil.rmtree(f) if f.is_dir() else f.unlink()
+                remove_tree(f)
         return had
 
     def read_stats(self) -> Any:
@@ -270,13 +263,14 @@ class StoreOutputs:
 
         if not self.has_stats() or "image" not in group_at(self.root, paths.STATS):
             return None
-        return xr.open_zarr(str(self.path), group=paths.STATS, consolidated=False)
+        return xr.open_zarr(zarr_store(self.path, read_only=True), group=paths.STATS, consolidated=False)
 
     def write_stats(self, images: Any, summary: Any) -> None:
         """Write the per-image Dataset to ``stats/`` and the summary to ``stats/summary`` (Zarr v3, via
         xarray; consolidate the store afterwards)."""
-        images.to_zarr(str(self.path), group=paths.STATS, mode="w", zarr_format=3, consolidated=False)
-        summary.to_zarr(str(self.path), group=paths.STATS_SUMMARY, mode="w", zarr_format=3, consolidated=False)
+        store = zarr_store(self.path, read_only=False)
+        images.to_zarr(store, group=paths.STATS, mode="w", zarr_format=3, consolidated=False)
+        summary.to_zarr(store, group=paths.STATS_SUMMARY, mode="w", zarr_format=3, consolidated=False)
 
     def consolidate(self) -> None:
         """Consolidated metadata of the whole store in its root (what xarray and other readers open in one
@@ -289,9 +283,9 @@ class StoreOutputs:
             # consolidated metadata is not (yet) in the Zarr v3 spec; zarr-python, xarray and ome-zarr read it.
             # Files beside the arrays (report/, models/) are not Zarr nodes and are left out.
             warnings.simplefilter("ignore", UserWarning)
-            zarr.consolidate_metadata(str(self.path), zarr_format=3)
+            zarr.consolidate_metadata(zarr_store(self.path, read_only=False), zarr_format=3)
 
-    def report_dir(self) -> Path:
+    def report_dir(self) -> StorePath:
         """``report/`` (a Zarr group, so tools see it), created on first use by a handle that may write."""
         if self.writable:
             self.root.require_group(paths.REPORT)
@@ -309,10 +303,8 @@ class StoreOutputs:
         if key in self.root:
             del self.root[key]
 
-    def scratch_file(self, stage: str, name: str) -> Path:
+    def scratch_file(self, stage: str, name: str) -> StorePath:
         """A file ``name`` of ``stage`` shared by its images (e.g. a fitted classifier):
-        ``scratch/<stage>/@<name>`` (``@`` cannot occur in an image id); the folder is created."""
-        folder = self.path / paths.SCRATCH / stage
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"@{name}"
+        ``scratch/<stage>/@<name>`` (``@`` cannot occur in an image id)."""
+        return self.path / paths.SCRATCH / stage / f"@{name}"
 

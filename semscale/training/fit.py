@@ -28,7 +28,6 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from semscale import IGNORE_LABEL
@@ -36,7 +35,8 @@ from semscale._version import __version__
 from semscale.config import TrainingConfig
 from semscale.errors import ModelError
 from semscale.store.layout import CampaignStore
-from semscale.store.models import member_paths
+from semscale.store.location import StorePath, local_copy
+from semscale.store.models import member_file_name, member_paths
 from semscale.training.splits import TileSplit, make_split
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class MemberRun:
     """The member's seed, ``cfg.seed + member``."""
     label: str
     classes: list[str]
-    paths: dict[str, Path]
+    paths: dict[str, StorePath]
     split: TileSplit
     dataset: Any
     """The :class:`~semscale.training.dataset.PatchDataset` (a ``keras.utils.PyDataset``)."""
@@ -273,13 +273,15 @@ def _restore(run: MemberRun) -> _Start | None:
             "start over, or use another model name."
         )
     if run.policy != "mixed_float16":  # float16's loss-scale wrapper is the one thing Keras does not restore
-        model = keras.saving.load_model(paths["last"], compile=True, safe_mode=True)
+        with local_copy(paths["last"]) as last:
+            model = keras.saving.load_model(last, compile=True, safe_mode=True)
         if run.cfg.jit_compile != "auto":
             model.jit_compile = run.cfg.jit_compile
     else:
         # Keras restores a mixed-precision model's optimizer without its loss-scale wrapper; recompile
         # (re-wrapping it) at the cost of restarting Adam's moment estimates.
-        model = keras.saving.load_model(paths["last"], compile=False, safe_mode=True)
+        with local_copy(paths["last"]) as last:
+            model = keras.saving.load_model(last, compile=False, safe_mode=True)
         _compile(model, run.cfg)
         log.warning("%s: mixed precision resume restarts the optimizer state (weights are restored)", run.label)
     start = _Start(model, list(state["history"]), state.get("best"), int(state["epoch"]))
@@ -336,7 +338,8 @@ def _export(run: MemberRun, *, history: list[dict[str, Any]], best: dict[str, An
 
     paths = run.paths
     final = _build(run.cfg, len(run.classes), run.seed, "float32")
-    final.load_weights(paths["best"] if paths["best"].is_file() else paths["last"])
+    with local_copy(paths["best"] if paths["best"].is_file() else paths["last"]) as weights:
+        final.load_weights(weights)
     best_row = next((r for r in history if best and r["epoch"] == best["epoch"]), history[-1])
     metrics = {k: v for k, v in best_row.items() if k.startswith("val_") or k == "loss"}
     sidecar = _sidecar(run, history=history, best=best, monitor=monitor, metrics=metrics, seconds=seconds,
@@ -353,7 +356,7 @@ def _sidecar(run: MemberRun, *, history: list[dict[str, Any]], best: dict[str, A
 
     from semscale.training.schedule import elapsed_seconds
 
-    cfg, paths = run.cfg, run.paths
+    cfg = run.cfg
     return {
         "name": cfg.name,
         "member": run.member,
@@ -381,7 +384,7 @@ def _sidecar(run: MemberRun, *, history: list[dict[str, Any]], best: dict[str, A
         "best_epoch": best["epoch"] if best else len(history),
         "epochs_trained": len(history),
         "stopped": stopped,
-        "history": str(paths["history"].relative_to(paths["model"].parent)),
+        "history": member_file_name(run.member, "history"),
         "fingerprint": run.fingerprint,
         "semscale_version": __version__,
         "complete": True,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,9 @@ from typing import Any
 
 import keras
 import numpy as np
+from upath import UPath
+
+from semscale.store.location import StorePath, writing
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +44,10 @@ def evaluate_tiles(model: Any, x: np.ndarray, y: np.ndarray, *, classes: Sequenc
     return scores_from_confusion(cm, classes=classes)
 
 
-def write_json(path: Path, data: Any) -> None:
+def write_json(path: StorePath, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` atomically (numpy scalars, tuples and paths allowed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=jsonable))
-    os.replace(tmp, path)
+    with writing(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=jsonable))
 
 
 def jsonable(obj: Any) -> Any:
@@ -56,7 +56,7 @@ def jsonable(obj: Any) -> Any:
         return obj.item()
     if isinstance(obj, tuple | set):
         return list(obj)
-    if isinstance(obj, Path):
+    if isinstance(obj, Path | UPath):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
@@ -68,7 +68,7 @@ class TrainingMonitor(keras.callbacks.Callback):
     continue a resumed run; ``fingerprint`` (the settings) is saved with the state for the resume check.
     """
 
-    def __init__(self, *, paths: dict[str, Path], val: tuple[np.ndarray, np.ndarray] | None,
+    def __init__(self, *, paths: dict[str, StorePath], val: tuple[np.ndarray, np.ndarray] | None,
                  classes: Sequence[str], monitor: str, history: list[dict[str, Any]],
                  best: dict[str, Any] | None, fingerprint: dict[str, Any], epochs: int, label: str,
                  val_batch_size: int) -> None:
@@ -114,13 +114,10 @@ class TrainingMonitor(keras.callbacks.Callback):
     def _checkpoint(self, epoch: int, improved: bool) -> None:
         """Best weights (when improved), the last model with optimiser state, the history and the state."""
         if improved:
-            self.paths["best"].parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.paths["best"].with_name("tmp_" + self.paths["best"].name)
-            self.model.save_weights(tmp)
-            os.replace(tmp, self.paths["best"])
-        tmp = self.paths["last"].with_name("tmp_" + self.paths["last"].name)
-        self.model.save(tmp)
-        os.replace(tmp, self.paths["last"])
+            with writing(self.paths["best"]) as tmp:
+                self.model.save_weights(tmp)
+        with writing(self.paths["last"]) as tmp:
+            self.model.save(tmp)
         write_json(self.paths["history"], self.history)
         write_json(self.paths["state"], {
             "epoch": epoch + 1, "best": self.best, "history": self.history, "fingerprint": self.fingerprint,

@@ -16,15 +16,17 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from upath import UPath
+
 from semscale import CLASSES
 from semscale._version import __version__
 from semscale.errors import ModelError
+from semscale.store.location import StorePath, is_remote, local_copy, store_path, writing
 from semscale.store.models import read_sidecar, sidecar_path
 
 log = logging.getLogger(__name__)
@@ -234,14 +236,14 @@ def _arch_info(model: Any) -> dict[str, Any]:
 
 
 # --- save / load -----------------------------------------------------------------------------------
-def save_model(model: Any, path: str | Path, *, sidecar: dict[str, Any]) -> Path:
+def save_model(model: Any, path: str | StorePath, *, sidecar: dict[str, Any]) -> StorePath:
     """Write ``path`` (``.keras``) and ``path.with_suffix(".json")``; return the ``.keras`` path.
 
     The sidecar is ``sidecar`` (training config, seed, patch size, metrics, ...) merged with facts taken from
     the model itself (filters, dropout, n_classes, receptive field, halo, backend, semscale version,
     normalisation); ``classes`` defaults to the first ``n_classes`` of ``semscale.CLASSES``.
     """
-    path = Path(path)
+    path = store_path(path)
     if path.suffix != ".keras":
         raise ModelError(f"Expected a `.keras` file name for `path`. Got {path}; use e.g. member_0.keras.")
     info = _arch_info(model)
@@ -259,16 +261,12 @@ def save_model(model: Any, path: str | Path, *, sidecar: dict[str, Any]) -> Path
     return path
 
 
-def write_model_files(model: Any, path: Path, meta: dict[str, Any]) -> None:
-    """Write ``path`` (``.keras``) and its sidecar ``meta``, each atomically (a temporary file renamed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
-    side = sidecar_path(path)
-    tmp_side = side.with_name(side.name + ".tmp")
-    tmp_side.write_text(json.dumps(meta, indent=2, sort_keys=True, default=_json_default))
-    os.replace(tmp_side, side)
+def write_model_files(model: Any, path: StorePath, meta: dict[str, Any]) -> None:
+    """Write ``path`` (``.keras``) and its sidecar ``meta``, each atomically (replaced whole)."""
+    with writing(path) as tmp:
+        model.save(tmp)
+    with writing(sidecar_path(path)) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=_json_default))
 
 
 def _json_default(obj: Any) -> Any:
@@ -278,19 +276,20 @@ def _json_default(obj: Any) -> Any:
         pass
     if isinstance(obj, (set, tuple)):
         return list(obj)
-    if isinstance(obj, Path):
+    if isinstance(obj, Path | UPath):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def load_model(path: str | Path, *, compile: bool = False) -> tuple[Any, dict[str, Any]]:
+def load_model(path: str | StorePath, *, compile: bool = False) -> tuple[Any, dict[str, Any]]:
     """Load ``(model, sidecar)`` from a ``.keras`` file with ``safe_mode=True``; validate the sidecar."""
     import keras
 
-    path = Path(path)
+    path = store_path(path)
     meta = read_sidecar(path)
     try:
-        model = keras.saving.load_model(path, compile=compile, safe_mode=True)
+        with local_copy(path) as local:
+            model = keras.saving.load_model(local, compile=compile, safe_mode=True)
     except Exception as exc:
         raise ModelError(f"Could not load Keras model {path} (safe_mode=True): {exc}") from exc
     n_out = int(model.output_shape[-1])
@@ -302,10 +301,10 @@ def load_model(path: str | Path, *, compile: bool = False) -> tuple[Any, dict[st
     return model, meta
 
 
-def content_hash(path: str | Path) -> str:
+def content_hash(path: str | StorePath) -> str:
     """sha256 (hex) of the ``.keras`` file's bytes."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with store_path(path).open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -319,7 +318,9 @@ LOAD_COUNT = 0
 """How many times this process loaded a model from disk (tests check that workers load once)."""
 
 
-def _hash_memo(path: Path) -> str:
+def _hash_memo(path: StorePath) -> str:
+    if is_remote(path):  # no cheap change stamp: the client passes the hash (get_cached_model)
+        return content_hash(path)
     st = path.stat()
     key = (str(path), st.st_mtime_ns, st.st_size)
     if key not in _HASH_MEMO:
@@ -328,7 +329,7 @@ def _hash_memo(path: Path) -> str:
 
 
 def get_cached_model(
-    path: str | Path, *, expected_hash: str | None = None
+    path: str | StorePath, *, expected_hash: str | None = None
 ) -> tuple[Any, dict[str, Any]]:
     """``(model, sidecar)`` from a per-process cache keyed by ``(path, content hash)``.
 
@@ -336,7 +337,7 @@ def get_cached_model(
     longer matches it raises :class:`ModelError` (the model changed under a running job).
     """
     global LOAD_COUNT
-    path = Path(path).resolve()
+    path = store_path(path)
     digest = expected_hash or _hash_memo(path)
     key = (str(path), digest)
     hit = _CACHE.get(key)

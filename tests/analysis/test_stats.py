@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pytest
 import xarray as xr
 from scipy import ndimage
 
@@ -160,3 +161,29 @@ def test_rerun_is_a_no_op_and_changed_labels_are_measured_again(tmp_path: Path) 
 
     # other settings: every image again
     assert update_stats(open_store(store.path), StatsConfig(tile_um=3.0, bootstrap=50), model="m")["measured"] == list(TIMES)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_stats_changes_no_number(tmp_path: Path) -> None:
+    """The measures run block by block on the cluster's workers; one of two worker processes SIGKILLed while
+    they run: the statistics complete on the other and equal those of an undisturbed run, bit for bit."""
+    from distributed import Client
+
+    from tests.loopback import WorkerKiller, local_cluster
+
+    (tmp_path / "calm").mkdir()
+    (tmp_path / "hit").mkdir()
+    calm, hit = make_store(tmp_path / "calm"), make_store(tmp_path / "hit")
+    update_stats(calm, CFG, model="m")
+    with local_cluster(n_workers=2, threads_per_worker=1, processes=True) as cluster, Client(cluster) as client:
+        def measuring() -> bool:
+            return any(client.processing().values())
+
+        with WorkerKiller(client, measuring) as killer:
+            update_stats(hit, CFG, model="m")
+        assert killer.killed is not None, "the statistics ended before a worker could be killed"
+        assert len(client.scheduler_info()["workers"]) >= 1
+    want, got = calm.read_stats(), hit.read_stats()
+    assert sorted(got.data_vars) == sorted(want.data_vars)
+    for name in want.data_vars:
+        np.testing.assert_array_equal(got[name].values, want[name].values, err_msg=name)

@@ -1,0 +1,57 @@
+"""A tiny campaign for end-to-end tests of the CLI, and every result array it makes, read from any store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+import zarr
+
+from semscale.cli import main
+from semscale.store.location import StorePath, local_copy, store_path, zarr_store
+
+
+def tiny_campaign(out: Path, *, store: str | None = None) -> Path:
+    """A 3-image campaign (EDS on 2) with a tiny U-Net, small enough for several runs in one test; ``store``
+    replaces its store path (e.g. an ``s3://`` URL)."""
+    main(["synth", str(out), "--images", "3", "--shape", "192", "192", "--eds", "2", "--times", "0", "30", "120",
+          "--seed", "3"])
+    cfg_path = out / "campaign.yaml"
+    data: dict[str, Any] = yaml.safe_load(cfg_path.read_text())
+    data["training"] = {"filters": [4, 8], "dropout": [0, 0.1], "patch_size": 32, "batch_size": 4, "epochs": 3,
+                        "steps_per_epoch": 4, "test_tiles_fraction": 0.2}
+    data["inference"] = {"patch_size": 32}
+    data["ingest"] = {"chunk_size": 64}
+    data["stats"] = {"bootstrap": 50, "tile_um": 2.0}
+    data["cluster"] = {"n_workers": 1, "threads_per_worker": 1, "gpu": "off", "dashboard_address": "127.0.0.1:0"}
+    if store is not None:
+        data["store"] = store
+    cfg_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return cfg_path
+
+
+def campaign_outputs(store: str | StorePath) -> dict[str, np.ndarray]:
+    """Every result array of a finished campaign: targets, predictions, statistics and the model's weights."""
+    import keras
+    import xarray as xr
+
+    where = store_path(store)
+    root = zarr.open_group(zarr_store(where, read_only=True), mode="r")
+    out: dict[str, np.ndarray] = {}
+    for image_id in root["images"].group_keys():
+        for name in ("target", "truth"):
+            key = f"images/{image_id}/labels/{name}/scale0/image"
+            if key in root:
+                out[key] = root[key][:]
+        for name in ("labels", "confidence"):
+            key = f"predictions/unet/{image_id}/{name}/scale0/image"
+            out[key] = root[key][:]
+    with xr.open_zarr(zarr_store(where, read_only=True), group="stats", consolidated=False) as ds:
+        for name, var in ds.data_vars.items():
+            out[f"stats/{name}"] = var.values
+    with local_copy(where / "models" / "unet" / "member_0.keras") as member:
+        model = keras.saving.load_model(member, compile=False)
+    out |= {f"weights/{k}": w for k, w in enumerate(model.get_weights())}
+    return out
