@@ -192,7 +192,7 @@ def _import_models(args: argparse.Namespace) -> Result:
 
 @_command("predict")
 def _cmd_predict(args: argparse.Namespace) -> Result:
-    from semscale.pipeline import predict, segment_file, stored_config
+    from semscale.pipeline import predict, segment_file, segment_folder, stored_config
     from semscale.runtime.cluster import get_client
     from semscale.store.models import read_sidecar
 
@@ -201,7 +201,15 @@ def _cmd_predict(args: argparse.Namespace) -> Result:
         read_sidecar(f)
     is_config = source.suffix in (".yaml", ".yml")
     is_store = not is_config and (store_path(args.source) / "zarr.json").exists()
+    if source.is_dir() and not (is_config or is_store):
+        cfg = _override(InferenceConfig(), args, OVERRIDES["inference"])
+        files = segment_folder(source, cfg, model_files=[Path(p) for p in args.model_file or ()],
+                               fmt=args.format or "tiff", out_dir=Path(args.output) if args.output else None)
+        return Result({"files": files}, f"{source}: wrote {len(files)} files")
     if not (is_config or is_store):
+        if args.format:
+            raise ConfigError("Expected --format only with a FOLDER of images. Got an image file; the name "
+                              "given to -o (.ome.tif, .tif, .png) chooses its format.")
         cfg = _override(InferenceConfig(), args, OVERRIDES["inference"])
         files = segment_file(source, cfg, model_files=[Path(p) for p in args.model_file or ()],
                              output=Path(args.output) if args.output else None)

@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", parents=[out, cluster],
                        help="segment a campaign, a store's images or one image file")
-    p.add_argument("source", help="campaign YAML, store (.zarr) or an image file (TIFF/PNG/npy)")
+    p.add_argument("source", help="campaign YAML, store (.zarr), an image file (TIFF/PNG/npy) or a folder of them")
     p.add_argument("--model", help="model name in the store (default: inference.model, else training.name)")
     p.add_argument("--model-file", action="append", metavar="KERAS",
                    help="model file(s) (image file, or instead of the store's model); repeat for an ensemble")
@@ -121,8 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write class probabilities (float16)")
     p.add_argument("--image", action="append", metavar="ID", help="only this image (repeatable)")
     p.add_argument("--overwrite", action="store_true", help="recompute completed blocks")
-    p.add_argument("-o", "--output", help="image-file mode: the label file (.ome.tif, .tif or .png; default "
-                                         "IMAGE_labels.tif), with confidence (and probabilities) beside it")
+    p.add_argument("-o", "--output", help="image file: the label file (.ome.tif, .tif or .png; default "
+                                         "IMAGE_labels.tif), with confidence (and probabilities) beside it; "
+                                         "folder: the output folder (default: the input folder)")
+    p.add_argument("--format", choices=EXPORT_FORMATS, help="folder: the files' format (default tiff)")
 
     p = sub.add_parser("export", parents=[out],
                        help="write predictions as OME-TIFF, ImageJ TIFF or PNG (palette, class names, pixel size)")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from semscale import CLASSES
 from semscale.config import CampaignConfig, InferenceConfig
-from semscale.errors import ConfigError, StoreError
+from semscale.errors import ConfigError, InputImageError, StoreError
 
 if TYPE_CHECKING:
     from semscale.store.layout import CampaignStore
@@ -180,6 +180,7 @@ def segment_file(source: Path, cfg: InferenceConfig, *, model_files: Sequence[Pa
     if not target.parent.is_dir():  # found before the compute, not after
         raise ConfigError(f"Expected an existing folder for the output {target}. Got no folder {target.parent}; "
                           "create it or choose another -o.")
+    image = read_image(source)  # a damaged file is named here, before anything else
     if pixel_size_um is None:
         found = tiff_pixel_size_um(source)
         if found is None:
@@ -189,9 +190,56 @@ def segment_file(source: Path, cfg: InferenceConfig, *, model_files: Sequence[Pa
         pixel_size_um = found[0] if found else 1.0
     classes = read_sidecar(model_files[0]).get("classes") or list(CLASSES)
     # with `patch_size: null` (the default) the patch size is the model sidecar's
-    out = segment_array(read_image(source), models=list(model_files), cfg=cfg)
+    out = segment_array(image, models=list(model_files), cfg=cfg)
     return write_labels_file(target, out["labels"], classes=classes, pixel_size_um=pixel_size_um, fmt=fmt,
                              confidence=out["confidence"], probabilities=out.get("probabilities"))
+
+
+OUTPUT_MARKS = ("_labels", "_confidence", "_probabilities")
+"""Stems that end so are semscale's own outputs: a folder segmented twice does not segment them."""
+
+
+def _stem(path: Path) -> str:
+    """The file name without its image suffix (``.ome.tif`` counts as one)."""
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def segment_folder(folder: Path, cfg: InferenceConfig, *, model_files: Sequence[Path], fmt: str,
+                   out_dir: Path | None = None) -> list[Path]:
+    """Segment every image file in ``folder`` (TIFF/PNG/JPEG/npy, not its subfolders, sorted by name) as
+    :func:`segment_file` does, writing ``<stem>_labels`` (format ``fmt``) and the maps beside it into
+    ``out_dir`` (default: ``folder``; created). A file that cannot be read is reported by name and the others
+    are still segmented; then :class:`InputImageError` lists every refused file."""
+    from semscale.io.export import SUFFIXES
+    from semscale.io.readers import SUPPORTED
+
+    sources = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED
+                     and not _stem(p).endswith(OUTPUT_MARKS))
+    if not sources:
+        raise InputImageError(f"Expected image files ({', '.join(sorted(SUPPORTED))}) in {folder}. Got none.")
+    target_dir = out_dir or folder
+    target_dir.mkdir(parents=False, exist_ok=True)
+    written: list[Path] = []
+    refused: list[str] = []
+    for i, source in enumerate(sources, 1):
+        stem = _stem(source)
+        log.info("[%d/%d] %s", i, len(sources), source.name)
+        try:
+            written += segment_file(source, cfg, model_files=model_files,
+                                    output=target_dir / f"{stem}_labels{SUFFIXES[fmt]}")
+        except InputImageError as exc:
+            log.error("%s", exc)
+            refused.append(f"{source.name}: {exc}")
+    if refused:
+        raise InputImageError(
+            f"Expected every image in {folder} to segment. Got {len(refused)} of {len(sources)} refused (the "
+            f"other {len(sources) - len(refused)} were written to {target_dir}): " + " | ".join(refused)
+        )
+    return written
 
 
 def export(store: CampaignStore, out_dir: Path, *, model: str, fmt: str, probabilities: bool = False,

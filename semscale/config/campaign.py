@@ -65,7 +65,8 @@ class CampaignConfig:
     name: str
     store: StorePath
     """A local folder, or an fsspec URL (``s3://bucket/campaign.zarr``) kept as given."""
-    pixel_size_um: float
+    pixel_size_um: float | None
+    """µm per SEM pixel; ``None``: read from the SEM TIFFs' own tags at ingest (they must agree)."""
     images: tuple[ImageEntry, ...]
     classes: tuple[str, ...] = CLASSES
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -196,15 +197,17 @@ def _build_campaign(data: Any, *, base: Path, where: str, source: Path | None,
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise _FieldError(unknown[0], f"unknown key (known keys: {', '.join(sorted(_TOP_KEYS))})")
-    for required in ("name", "store", "pixel_size_um", "images"):
+    for required in ("name", "store", "images"):
         if data.get(required) is None:
             raise _FieldError(required, "missing required key")
     name = _coerce(data["name"], str, "name")
     raw_store = _coerce(data["store"], str, "store")
     store = store_path(raw_store if "://" in raw_store or Path(raw_store).expanduser().is_absolute()
                        else base / raw_store)
-    pixel = _coerce(data["pixel_size_um"], float, "pixel_size_um")
-    _check(pixel > 0, "pixel_size_um", "a positive number (µm per pixel)", pixel)
+    pixel = None
+    if data.get("pixel_size_um") is not None:
+        pixel = _coerce(data["pixel_size_um"], float, "pixel_size_um")
+        _check(pixel > 0, "pixel_size_um", "a positive number (µm per pixel)", pixel)
     classes = _coerce(data.get("classes", list(CLASSES)), tuple[str, ...], "classes")
     _check(2 <= len(classes) <= 254 and len(set(classes)) == len(classes), "classes",
            "2..254 distinct class names", list(classes))

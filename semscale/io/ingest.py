@@ -27,6 +27,7 @@ from semscale.io.readers import (
     label_lut,
     read_image,
     read_info,
+    tiff_pixel_size_um,
 )
 from semscale.kernels.norm import histogram, norm_from_histogram
 from semscale.runtime.progress import progress
@@ -158,6 +159,41 @@ def _invalidate(store: CampaignStore, image_id: str, why: str, *, predictions: b
         log.warning("%s: %s; dropped the campaign's statistics and report (rerun `semscale stats`)", image_id, why)
 
 
+PIXEL_SIZE_RTOL = 0.01
+"""Pixel sizes within 1 % of each other are one pixel size (tags round differently)."""
+
+
+def campaign_pixel_size(config: CampaignConfig) -> float:
+    """µm per pixel of the campaign: the config's ``pixel_size_um``, else the one every SEM TIFF records in its
+    tags (FEI, Zeiss, ImageJ, resolution tags). A tag that disagrees with the config is reported (the config
+    wins); without the key, an image with no tag or two images that disagree are errors naming the files."""
+    found = {e.id: (tiff_pixel_size_um(e.sem, page=e.page), e.sem) for e in config.images}
+    if config.pixel_size_um is not None:
+        for image_id, (tag, path) in found.items():
+            if tag is not None and not math.isclose(tag[0], config.pixel_size_um, rel_tol=PIXEL_SIZE_RTOL):
+                log.warning("%s: %s records %.5g µm per pixel (%s); the config's pixel_size_um %.5g is used",
+                            image_id, path, tag[0], tag[1], config.pixel_size_um)
+        return float(config.pixel_size_um)
+    missing = [str(path) for tag, path in found.values() if tag is None]
+    if missing:
+        raise ConfigError(
+            f"Expected `pixel_size_um` in the config, or a pixel size in the tags of every SEM TIFF. Got none in "
+            f"{', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}; add `pixel_size_um: <µm per pixel>` "
+            "to the config."
+        )
+    sizes = {image_id: tag for image_id, (tag, _) in found.items() if tag is not None}
+    first_id, (first, where) = next(iter(sizes.items()))
+    for image_id, (value, source) in sizes.items():
+        if not math.isclose(value, first, rel_tol=PIXEL_SIZE_RTOL):
+            raise ConfigError(
+                f"Expected one pixel size for the campaign's SEM images. Got {first:.5g} µm for `{first_id}` "
+                f"({where}) and {value:.5g} µm for `{image_id}` ({source}); images at other magnifications "
+                "belong in another campaign, or set `pixel_size_um:` to override the tags."
+            )
+    log.info("pixel size %.5g µm, from the SEM TIFFs' tags (%s)", first, where)
+    return float(first)
+
+
 def ingest_campaign(config: CampaignConfig, *, force: bool = False,
                     image_ids: Sequence[str] | None = None) -> CampaignStore:
     """Create/open the config's store and ingest every image (or ``image_ids``); returns the store."""
@@ -167,7 +203,7 @@ def ingest_campaign(config: CampaignConfig, *, force: bool = False,
     if isinstance(recorded.get("cluster"), dict):  # where this run ran, not part of the campaign: a scheduler
         recorded["cluster"].pop("address", None)    # address is gone once its run is over
     store = create_store(config.store, name=config.name, classes=config.classes,
-                         pixel_size_um=config.pixel_size_um, config=recorded)
+                         pixel_size_um=campaign_pixel_size(config), config=recorded)
     unknown = sorted(set(image_ids or ()) - {e.id for e in config.images})
     if unknown:
         raise ConfigError(f"Expected --image among the config's ids ({', '.join(e.id for e in config.images)}). "

@@ -281,12 +281,20 @@ def read_image(path: str | Path, *, page: int | None = None) -> np.ndarray:
 def tiff_pixel_size_um(path: str | Path, *, page: int | None = None) -> tuple[float, str] | None:
     """The pixel size (µm) a TIFF records, and where it was found: FEI/Thermo Fisher metadata
     (``[Scan] PixelWidth``, m), Zeiss SmartSEM (``ap_image_pixel_size``), ImageJ (``unit`` with the
-    resolution tags) or the resolution tags with a centimetre or inch unit. ``None`` when it records none."""
-    import tifffile
-
+    resolution tags) or the resolution tags with a centimetre or inch unit. ``None`` when it records none, or
+    when the file cannot be parsed (reading the image names that damage)."""
     path = Path(path)
     if _kind(path) != "tiff":
         return None
+    try:
+        return _tiff_pixel_size_um(path, page)
+    except Exception:  # truncated or foreign files: tifffile raises many kinds
+        return None
+
+
+def _tiff_pixel_size_um(path: Path, page: int | None) -> tuple[float, str] | None:
+    import tifffile
+
     with tifffile.TiffFile(path) as tif:
         fei = tif.fei_metadata or {}
         width = (fei.get("Scan") or {}).get("PixelWidth") or (fei.get("EScan") or {}).get("PixelWidth")

@@ -219,3 +219,12 @@ def test_training_recipe_sets_defaults_under_the_keys_given(campaign_dir: Path) 
     data["training"] = {"recipe": "cpu", "budget_min": 0}
     with pytest.raises(ConfigError, match=r"`training\.budget_min`"):
         load_config(_write(campaign_dir, data))
+
+
+def test_pixel_size_is_optional_and_positive_when_given(campaign_dir: Path) -> None:
+    data = _base()
+    del data["pixel_size_um"]
+    assert load_config(_write(campaign_dir, data)).pixel_size_um is None  # read from the SEM tags at ingest
+    data["pixel_size_um"] = 0
+    with pytest.raises(ConfigError, match=r"`pixel_size_um`: expected a positive number \(µm per pixel\), got 0"):
+        load_config(_write(campaign_dir, data))

@@ -121,3 +121,43 @@ def test_cli_export_and_predict_an_image_file(tmp_path: Path, tiny_unet_path: Pa
     assert [f.name for f in files] == ["sem_labels.ome.tif", "sem_confidence.ome.tif", "sem_probabilities.ome.tif"]
     assert tiff_pixel_size_um(files[0])[0] == pytest.approx(0.0375)
     assert tifffile.imread(files[0]).shape == (96, 80) and tifffile.imread(files[2]).shape[0] == 4
+
+
+def test_predict_a_folder_segments_every_image_and_names_the_ones_it_refuses(
+    tmp_path: Path, tiny_unet_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`semscale predict FOLDER/ -o OUT/ --format png`: every image of the folder (semscale's own outputs
+    skipped), each exactly as `predict IMAGE` alone would label it; a broken file is named and the rest are
+    still written."""
+    from semscale.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(3)
+    for name in ("b.tif", "a.ome.tif"):
+        tifffile.imwrite(images / name, rng.integers(0, 255, (64, 72), dtype=np.uint8))
+    np.save(images / "c.npy", rng.integers(0, 255, (40, 48), dtype=np.uint8))
+    (images / "notes.txt").write_text("not an image")
+    tifffile.imwrite(images / "old_labels.tif", np.zeros((8, 8), np.uint8))  # an earlier run's output
+
+    assert main(["predict", str(images), "--model-file", str(tiny_unet_path), "-o", str(tmp_path / "out"),
+                 "--format", "png", "--json"]) == 0
+    files = sorted(Path(f).name for f in json.loads(capsys.readouterr().out)["files"])
+    # float maps cannot be PNGs: the confidence goes beside the labels as a TIFF
+    assert files == sorted([f"{s}_labels.png" for s in "abc"] + [f"{s}_confidence.tif" for s in "abc"])
+    assert main(["predict", str(images / "b.tif"), "--model-file", str(tiny_unet_path), "-o",
+                 str(tmp_path / "alone.png")]) == 0
+    from PIL import Image
+
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "b_labels.png")),
+                                  np.asarray(Image.open(tmp_path / "alone.png")))
+
+    (images / "d.tif").write_bytes(b"II*\x00broken")
+    capsys.readouterr()
+    assert main(["predict", str(images), "--model-file", str(tiny_unet_path)]) == 1
+    err = capsys.readouterr().err
+    assert "Expected every image in" in err and "Got 1 of 4 refused (the other 3 were written to" in err
+    assert "d.tif:" in err
+    assert (images / "c_labels.tif").is_file() and not (images / "d_labels.tif").exists()
+    assert main(["predict", str(images / "b.tif"), "--model-file", str(tiny_unet_path), "--format", "png"]) == 1
+    assert "--format only with a FOLDER" in capsys.readouterr().err

@@ -247,3 +247,53 @@ def test_a_changed_input_drops_everything_derived_from_it(tmp_path: Path, caplog
     assert not store.has_predictions("m", "a") and not store.has_labels("a", "target")
     assert store.has_predictions("m", "b") and not store.has_stats()
     np.testing.assert_array_equal(store.sem("a").compute(), sem)
+
+
+def _tagged_sem(path: Path, um: float | None, seed: int = 0) -> str:
+    """A SEM TIFF whose ImageJ tags record ``um`` µm per pixel (none when ``um`` is None)."""
+    sem = _rand((48, 40), np.uint8, seed)
+    if um is None:
+        tifffile.imwrite(path, sem)
+    else:
+        tifffile.imwrite(path, sem, imagej=True, resolution=(1 / um, 1 / um), metadata={"unit": "um"})
+    return str(path)
+
+
+def test_the_pixel_size_comes_from_the_sem_tags_when_the_config_gives_none(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    images = [{"id": f"i{k}", "sem": _tagged_sem(tmp_path / f"i{k}.tif", um, seed=k)}
+              for k, um in enumerate((0.0375, 0.03751))]  # within the tags' rounding
+    cfg = yaml.safe_load(_campaign(tmp_path, images).read_text())
+    del cfg["pixel_size_um"]
+    (tmp_path / "campaign.yaml").write_text(yaml.safe_dump(cfg))
+    store = ingest_campaign(load_config(tmp_path / "campaign.yaml"))
+    assert store.pixel_size_um == pytest.approx(0.0375, rel=1e-6)
+    assert store.image_group("i0").attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"][0][
+        "scale"] == pytest.approx([0.0375, 0.0375], rel=1e-6)
+
+    # given in the config, it wins; a tag that disagrees is reported by image and file
+    caplog.set_level("WARNING", logger="semscale")
+    (tmp_path / "given").mkdir()
+    other = [{"id": "far", "sem": _tagged_sem(tmp_path / "far.tif", 0.075)}]
+    ingest_campaign(load_config(_campaign(tmp_path / "given", other)))
+    assert "far: " in caplog.text and "far.tif records 0.075 µm per pixel" in caplog.text
+    assert "pixel_size_um 0.04458 is used" in caplog.text
+
+
+@pytest.mark.parametrize("sizes, message", [
+    ((0.0375, 0.075), r"Expected one pixel size for the campaign's SEM images\. Got 0\.0375 µm for `i0` "
+                      r"\(ImageJ resolution \(µm\)\) and 0\.075 µm for `i1`.*set `pixel_size_um:`"),
+    ((0.0375, None), r"Expected `pixel_size_um` in the config, or a pixel size in the tags of every SEM TIFF\. "
+                     r"Got none in .*i1\.tif; add `pixel_size_um: <µm per pixel>`"),
+])
+def test_sem_tags_without_one_pixel_size_are_refused_by_name(tmp_path: Path, sizes, message) -> None:
+    from semscale.errors import ConfigError
+
+    images = [{"id": f"i{k}", "sem": _tagged_sem(tmp_path / f"i{k}.tif", um, seed=k)} for k, um in enumerate(sizes)]
+    cfg = yaml.safe_load(_campaign(tmp_path, images).read_text())
+    del cfg["pixel_size_um"]
+    (tmp_path / "campaign.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match=message):
+        ingest_campaign(load_config(tmp_path / "campaign.yaml"))
+    assert not (tmp_path / "c.zarr").exists()  # refused before the store is made
