@@ -20,8 +20,9 @@ import time
 import numpy as np
 
 from semscale import synth
+from semscale.store import PHASE_COLORS
 
-PHASE_COLOURS = ("#000000", "#2ca02c", "#ff7f0e", "#1f77b4")  # pore, NiO, Ni, YSZ
+PHASE_COLOURS = tuple("#%02x%02x%02x" % PHASE_COLORS[p][:3] for p in synth.PHASES)  # the store's palette
 
 
 def markdown(

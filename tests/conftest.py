@@ -60,9 +60,15 @@ def _semscale_logger_kept() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _restore_semscale_logger() -> Iterator[None]:
-    """The CLI's ``main`` configures the ``semscale`` logger for a terminal; undo it after each test, so
-    caplog works in the tests that follow."""
+    """The CLI's ``main`` configures the ``semscale`` logger for a terminal (own handler, no propagation);
+    every test starts from the library's state instead (no handler, propagating to the root logger, where
+    caplog listens), whatever ran before it, and the logger is put back afterwards."""
+    import logging
+
     with _semscale_logger_kept():
+        log = logging.getLogger("semscale")
+        log.handlers[:], log.propagate = [], True
+        log.setLevel(logging.NOTSET)
         yield
 
 

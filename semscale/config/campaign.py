@@ -192,7 +192,7 @@ def _build_image(data: Any, key: str, base: Path, check_files: bool) -> ImageEnt
 def _build_campaign(data: Any, *, base: Path, where: str, source: Path | None,
                     check_files: bool) -> CampaignConfig:
     if not isinstance(data, Mapping):
-        raise _FieldError("<top level>", f"expected a mapping with name, store, pixel_size_um and images, "
+        raise _FieldError("<top level>", f"expected a mapping with name, store and images (pixel_size_um optional), "
                                          f"got {_describe(data)}")
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:

@@ -24,7 +24,7 @@ PYRAMID_MIN_SIZE = 512
 MAX_PYRAMID_LEVELS = 5
 
 PHASE_COLORS: dict[str, tuple[int, int, int, int]] = {
-    "pore": (20, 20, 20, 255),
+    "pore": (200, 60, 200, 255),  # magenta: visible over the dark pores of an SEM overlay, unlike black
     "NiO": (46, 139, 87, 255),
     "Ni": (70, 130, 230, 255),
     "YSZ": (240, 200, 60, 255),

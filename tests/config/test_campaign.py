@@ -126,7 +126,7 @@ def test_missing_config_file_and_bad_yaml(tmp_path: Path) -> None:
         load_config(bad)
     top = tmp_path / "list.yaml"
     top.write_text("- 1\n- 2\n")
-    with pytest.raises(ConfigError, match="expected a mapping with name, store, pixel_size_um and images"):
+    with pytest.raises(ConfigError, match=r"expected a mapping with name, store and images \(pixel_size_um optional\)"):
         load_config(top)
 
 
