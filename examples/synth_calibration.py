@@ -22,7 +22,7 @@ import numpy as np
 from semscale import synth
 from semscale.store import PHASE_COLORS
 
-PHASE_COLOURS = tuple("#%02x%02x%02x" % PHASE_COLORS[p][:3] for p in synth.PHASES)  # the store's palette
+PHASE_COLOURS = tuple("#{:02x}{:02x}{:02x}".format(*PHASE_COLORS[p][:3]) for p in synth.PHASES)  # store palette
 
 
 def markdown(

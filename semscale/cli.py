@@ -37,6 +37,8 @@ from semscale.store.location import StorePath, store_path
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
+    from semscale.store.layout import CampaignStore
+
 log = logging.getLogger("semscale")
 
 __all__ = ["Result", "apply_overrides", "build_parser", "main"]
@@ -267,21 +269,49 @@ def _cmd_export(args: argparse.Namespace) -> Result:
     return Result({"model": model, "files": files}, f"{model}: wrote {len(files)} files to {args.out}")
 
 
-@_command("stats")
-def _cmd_stats(args: argparse.Namespace) -> Result:
-    from semscale.pipeline import stats, stored_config
+def _config_and_store(args: argparse.Namespace) -> tuple[CampaignConfig, CampaignStore]:
+    """The campaign of ``args.source``: a YAML config and the store it names, or a store and the config
+    recorded in it."""
+    from semscale.pipeline import stored_config
     from semscale.store import open_store
 
     if Path(args.source).suffix in (".yaml", ".yml"):
         config = _config(args, args.source)
-        store = open_store(config.store)
-    else:
-        store = open_store(args.source)
-        config = stored_config(store)
+        return config, open_store(config.store)
+    store = open_store(_store_path(args.source))
+    return stored_config(store), store
+
+
+@_command("stats")
+def _cmd_stats(args: argparse.Namespace) -> Result:
+    from semscale.pipeline import stats
+
+    config, store = _config_and_store(args)
     if args.netcdf:
         config = dataclasses.replace(config, stats=dataclasses.replace(config.stats, netcdf=True))
     result = stats(config, store, model=args.model, labels=args.labels)
     return Result(result, stats_text(result))
+
+
+@_command("robustness")
+def _cmd_robustness(args: argparse.Namespace) -> Result:
+    from semscale.pipeline import robustness
+
+    config, store = _config_and_store(args)
+    result = robustness(config, store, model=args.model)
+    lines = [f"{result['model']}: accuracy (mean over {len(result['images'])} images)"]
+    lines += [f"  {case:<22} {100 * acc:6.2f} %" for case, acc in result["accuracy"].items()]
+    return Result(result, "\n".join(lines))
+
+
+@_command("report")
+def _cmd_report(args: argparse.Namespace) -> Result:
+    from semscale.pipeline import report
+
+    config, store = _config_and_store(args)
+    result = report(config, store, model=args.model)
+    what = "wrote" if result["changed"] else "unchanged:"
+    return Result(result, f"{what} {result['path']} ({len(result['files'])} figures)")
 
 
 @_command("run")

@@ -143,8 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--labels", choices=("target", "truth"), help="statistics of these labels instead")
     p.add_argument("--netcdf", action="store_true", help="also write report/stats.nc")
 
+    p = sub.add_parser("robustness", parents=[out],
+                       help="accuracy as the images are blurred, brightened, made noisy or resampled")
+    p.add_argument("source", metavar="CONFIG|STORE", help="campaign YAML or its store")
+    p.add_argument("--model", help="model to sweep (default: the config's model)")
+
+    p = sub.add_parser("report", parents=[out], help="write report/index.html with the campaign's figures")
+    p.add_argument("source", metavar="CONFIG|STORE", help="campaign YAML or its store")
+    p.add_argument("--model", help="model to report on (default: the config's model)")
+
     p = sub.add_parser("run", parents=[out, cluster],
-                       help="run a whole campaign: ingest, label, train, predict, evaluate, stats")
+                       help="run a whole campaign: " + ", ".join(STAGES))
     p.add_argument("config", help="campaign YAML")
     p.add_argument("--stages", nargs="+", choices=STAGES)
     p.add_argument("--epochs", type=int, help="override training.epochs")

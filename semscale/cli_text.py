@@ -103,6 +103,13 @@ def campaign_text(config: CampaignConfig, summary: Mapping[str, Any]) -> str:
             parts.append(format_confusion(total, title=title) + "\n")
     if "stats" in summary:
         parts.append(stats_text(summary["stats"]))
+    if "robustness" in summary:
+        acc = summary["robustness"]["accuracy"]
+        parts.append(f"robustness ({'updated' if summary['robustness']['changed'] else 'unchanged'}): accuracy "
+                     f"{100 * min(acc.values()):.1f} .. {100 * max(acc.values()):.1f} % over {len(acc)} cases")
+    if "report" in summary:
+        parts.append(f"report ({'updated' if summary['report']['changed'] else 'unchanged'}): "
+                     f"{summary['report']['path']}")
     parts.append(f"store: {config.store}   ({summary['seconds']:.0f} s)")
     return "\n".join(parts)
 

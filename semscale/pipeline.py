@@ -24,11 +24,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "STAGES", "evaluate", "evaluate_campaign", "export", "label", "models", "predict", "run_campaign", "segment_file",
-    "stats", "stored_config", "train",
+    "STAGES", "evaluate", "evaluate_campaign", "export", "label", "models", "predict", "report", "robustness",
+    "run_campaign", "segment_file", "stats", "stored_config", "train",
 ]
 
-STAGES = ("ingest", "label", "train", "predict", "evaluate", "stats")
+STAGES = ("ingest", "label", "train", "predict", "robustness", "evaluate", "stats", "report")
 
 
 def label(config: CampaignConfig, store: CampaignStore, *, overwrite: bool = False, client: Any = None) -> dict[str, Any]:
@@ -43,8 +43,14 @@ def label(config: CampaignConfig, store: CampaignStore, *, overwrite: bool = Fal
         log.info("label: every image with EDS maps has a target")
         return {"labelled": [], "skipped": [e.id for e in config.images if e.has_eds]}
     with store.writer("label"):
-        return label_store(store, ids, config.labelling, scribbles=scribbles or None, overwrite=overwrite,
-                           client=client)
+        summary = label_store(store, ids, config.labelling, scribbles=scribbles or None, overwrite=overwrite,
+                              client=client)
+        if summary["labelled"]:  # the report's time table: labelling minutes per image, measured here
+            px = sum(math.prod(store.sem_array(i).shape) for i in summary["labelled"])
+            store.update_meta(timings={**dict(store.meta.get("timings") or {}), "label": {
+                "seconds": round(float(summary["seconds"]), 2), "images": len(summary["labelled"]),
+                "megapixels": round(px / 1e6, 3)}})
+        return summary
 
 
 def train(config: CampaignConfig, store: CampaignStore, *, client: Any = None,
@@ -139,6 +145,42 @@ def stats(config: CampaignConfig, store: CampaignStore, *, model: str | None = N
         if store.writable:  # opening for writing dropped the consolidated metadata
             store.consolidate()
     return result
+
+
+def robustness(config: CampaignConfig, store: CampaignStore, *, model: str | None = None) -> dict[str, Any]:
+    """The ``robustness`` stage (section ``robustness``): accuracy of ``model`` (default the config's) as the
+    images are degraded, stored in ``robustness/<model>``; an unchanged sweep is not run again. Returns the
+    mean accuracy per case."""
+    from semscale.analysis.robustness import robustness_sweep, sweep_fingerprint
+
+    name = model or config.model_name
+    if name not in store.model_names():
+        raise StoreError(f"Expected model `{name}` in {store.path} for a robustness sweep. Got models "
+                         f"{', '.join(store.model_names()) or 'none'}; train one or pass --model.")
+    key = sweep_fingerprint(store, config.robustness, config.inference, model=name)
+    ds = store.read_robustness(name)
+    changed = ds is None or ds.attrs.get("fingerprint") != key
+    if changed:
+        with store.writer("robustness", optional=True):  # read-only: computed and printed, not written
+            ds = robustness_sweep(store, config.robustness, config.inference, models=name)
+            ds.attrs["fingerprint"] = key
+            if store.writable:
+                store.write_robustness(name, ds)
+    else:
+        log.info("robustness: unchanged (%s, %d images)", name, ds.sizes["image"])
+    mean = ds["accuracy"].mean("image").values.tolist()
+    cases = [f"{p}={v:g}" for p, v in zip(ds["perturbation"].values.tolist(), ds["value"].values.tolist())]
+    return {"model": name, "images": ds["image"].values.tolist(), "changed": changed,
+            "accuracy": dict(zip(cases, mean)), "seconds": ds.attrs.get("seconds")}
+
+
+def report(config: CampaignConfig, store: CampaignStore, *, model: str | None = None) -> dict[str, Any]:
+    """The ``report`` stage (section ``report``): ``report/index.html`` with its figures, for ``model``
+    (default the config's); rewritten only when what it shows changed."""
+    from semscale.report import build_report
+
+    with store.writer("report", optional=True):
+        return build_report(store, config.report, model=model or config.model_name, inference=config.inference)
 
 
 def models(store: CampaignStore, *, name: str | None = None) -> list[dict[str, Any]]:
@@ -327,6 +369,9 @@ def run_campaign(
         if "predict" in stages:
             summary["predict"] = predict(config, store, client=dask_client, overwrite=overwrite)
             lap("predict")
+        if "robustness" in stages and config.robustness.enabled and config.model_name in store.prediction_models():
+            summary["robustness"] = robustness(config, store)
+            lap("robustness")
     if "evaluate" in stages:
         summary["evaluate"] = evaluate_campaign(config, store)
         lap("evaluate")
@@ -335,6 +380,9 @@ def run_campaign(
         lap("stats")
     else:
         store.consolidate()
+    if "report" in stages and config.report.enabled:
+        summary["report"] = report(config, store)
+        lap("report")
     summary["stage_seconds"] = seconds
     summary["seconds"] = time.perf_counter() - t0
     return summary

@@ -25,6 +25,9 @@ def tiny_campaign(out: Path, *, store: str | None = None) -> Path:
     data["inference"] = {"patch_size": 32}
     data["ingest"] = {"chunk_size": 64}
     data["stats"] = {"bootstrap": 50, "tile_um": 2.0}
+    data["robustness"] = {"blur_sigma": [0, 1.5], "brightness": [1.3], "noise_sigma": [0.05],
+                          "magnification": [0.5, 2.0]}
+    data["report"] = {"overlay_px": 96, "timing_px": 64, "dpi": 60}
     data["cluster"] = {"n_workers": 1, "threads_per_worker": 1, "gpu": "off", "dashboard_address": "127.0.0.1:0"}
     if store is not None:
         data["store"] = store
@@ -33,7 +36,8 @@ def tiny_campaign(out: Path, *, store: str | None = None) -> Path:
 
 
 def campaign_outputs(store: str | StorePath) -> dict[str, np.ndarray]:
-    """Every result array of a finished campaign: targets, predictions, statistics and the model's weights."""
+    """Every result array of a finished campaign: targets, predictions, statistics, the robustness sweep and the
+    model's weights."""
     import keras
     import xarray as xr
 
@@ -51,6 +55,8 @@ def campaign_outputs(store: str | StorePath) -> dict[str, np.ndarray]:
     with xr.open_zarr(zarr_store(where, read_only=True), group="stats", consolidated=False) as ds:
         for name, var in ds.data_vars.items():
             out[f"stats/{name}"] = var.values
+    with xr.open_zarr(zarr_store(where, read_only=True), group="robustness/unet", consolidated=False) as ds:
+        out |= {f"robustness/{name}": var.values for name, var in ds.data_vars.items()}
     with local_copy(where / "models" / "unet" / "member_0.keras") as member:
         model = keras.saving.load_model(member, compile=False)
     out |= {f"weights/{k}": w for k, w in enumerate(model.get_weights())}

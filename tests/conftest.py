@@ -73,13 +73,22 @@ def _restore_semscale_logger() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def tiny_campaign_reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Every result array of :func:`tests.campaigns.tiny_campaign` run undisturbed by ``semscale run`` with
-    its store in a folder: what killed, resumed and object-store runs of the same campaign must equal."""
+def tiny_campaign_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The store of :func:`tests.campaigns.tiny_campaign` run once, undisturbed, by ``semscale run`` (with its
+    report). Tests only read it."""
     from semscale.cli import main
-    from tests.campaigns import campaign_outputs, tiny_campaign
+    from tests.campaigns import tiny_campaign
 
     cfg_path = tiny_campaign(tmp_path_factory.mktemp("reference"))
     with _semscale_logger_kept():
         assert main(["run", str(cfg_path)]) == 0
-    return campaign_outputs(cfg_path.parent / "campaign.zarr")
+    return cfg_path.parent / "campaign.zarr"
+
+
+@pytest.fixture(scope="session")
+def tiny_campaign_reference(tiny_campaign_store: Path) -> dict[str, Any]:
+    """Every result array of the undisturbed tiny campaign: what killed, resumed and object-store runs of
+    the same campaign must equal."""
+    from tests.campaigns import campaign_outputs
+
+    return campaign_outputs(tiny_campaign_store)

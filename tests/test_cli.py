@@ -127,6 +127,7 @@ def test_whole_campaign_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureF
                         "epochs": 1, "steps_per_epoch": 3, "test_tiles_fraction": 0.2}
     data["inference"] = {"patch_size": 64}
     data["ingest"] = {"chunk_size": 96}
+    data["robustness"] = {"blur_sigma": [1.0], "brightness": [], "noise_sigma": [], "magnification": [0.5]}
     cfg_path.write_text(yaml.safe_dump(data, sort_keys=False)
                         + "cluster:\n  n_workers: 1\n  threads_per_worker: 2\n  gpu: off\n  dashboard_address: 127.0.0.1:0\n")
     assert yaml.safe_load(cfg_path.read_text())["cluster"]["gpu"] is False  # the YAML trap, on purpose
@@ -142,6 +143,8 @@ def test_whole_campaign_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureF
     table = (store / "report" / "stats.csv").read_text().splitlines()
     assert len(table) == 1 + 3 * 4 * 2 + 2 * 4  # header + image × phase × (model, truth) + targets of 2 images
     assert (store / "report" / "phase_fractions.png").stat().st_size > 10_000
+    assert "robustness (updated): accuracy" in text and "report (updated): " in text
+    assert (store / "report" / "index.html").is_file() and (store / "report" / "robustness.png").is_file()
 
     import warnings
 
@@ -162,6 +165,11 @@ def test_whole_campaign_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureF
     assert all(r["computed"] == 0 for r in resumed["predict"]) and resumed["label"]["labelled"] == []
     after = {p: p.stat().st_mtime_ns for p in before}
     assert after == before  # nothing recomputed
+    report = {p: p.stat().st_mtime_ns for p in (store / "report").iterdir()}
+    assert main(["run", str(cfg_path)]) == 0  # all stages again: nothing to do
+    text = capsys.readouterr().out
+    assert "robustness (unchanged)" in text and "report (unchanged)" in text
+    assert {p: p.stat().st_mtime_ns for p in (store / "report").iterdir()} == report
 
     assert main(["evaluate", str(store), "--model", "unet", "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
@@ -392,8 +400,8 @@ def test_run_on_an_external_scheduler_with_two_workers(tmp_path: Path, capsys: p
 def test_a_killed_run_resumes_to_the_bits_of_an_undisturbed_one(
     tmp_path: Path, tiny_campaign_reference: dict[str, np.ndarray]
 ) -> None:
-    """`semscale run` SIGKILLed (with its worker processes) during ingest, label, train, predict and stats, one
-    after the other; each rerun resumes (the killed run's stale lock is cleared) and the last one ends with
+    """`semscale run` SIGKILLed (with its worker processes) during ingest, label, train, predict, robustness and
+    stats, one after the other; each rerun resumes (the killed run's stale lock is cleared) and the last one ends with
     outputs bit-identical to an undisturbed run's."""
     import os
     import re
@@ -405,7 +413,7 @@ def test_a_killed_run_resumes_to_the_bits_of_an_undisturbed_one(
     cmd = [sys.executable, "-m", "semscale.cli", "run", str(cfg_path)]
     kills = {"ingest": r"t000_a: sem ingested", "label": r"random forest: \d+ trees on \d+ seeds",
              "train": r"epoch 2/3", "predict": r"unet/t000_a: \d+ of \d+ blocks computed",
-             "stats": r"stats: t000_a measured"}
+             "robustness": r"robustness t000_a \(vs", "stats": r"stats: t000_a measured"}
     seen = []
     for stage, pattern in kills.items():
         proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,

@@ -128,9 +128,10 @@ def test_a_memory_store_holds_images_labels_and_stats() -> None:
 def test_a_whole_campaign_runs_on_s3_and_equals_the_same_campaign_on_disk(
     s3: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_campaign_reference: dict[str, np.ndarray]
 ) -> None:
-    """`semscale run` (ingest, label, train, predict, stats) with `store: s3://…` on a real cluster whose
-    workers read and write the bucket: every result equals the run with the store in a folder, the lock is
-    gone afterwards, and the read-only commands open the bucket."""
+    """`semscale run` (ingest, label, train, predict, robustness, evaluate, stats, report) with
+    `store: s3://…` on a real cluster whose workers read and write the bucket: every result equals the run
+    with the store in a folder, the report's page and figures are in the bucket, the lock is gone
+    afterwards, and the read-only commands open the bucket."""
     url = f"{s3}/campaign.zarr"
     on_s3 = tiny_campaign(tmp_path / "s3", store=url)
     assert main(["run", str(on_s3)]) == 0
@@ -141,7 +142,8 @@ def test_a_whole_campaign_runs_on_s3_and_equals_the_same_campaign_on_disk(
     for key, value in want.items():
         np.testing.assert_array_equal(got[key], value, err_msg=key)
     files = list_files(store_path(url))
-    assert {"report/stats.csv", "report/phase_fractions.png", "models/unet/member_0.json"} <= files
+    assert {"report/stats.csv", "report/phase_fractions.png", "models/unet/member_0.json", "report/index.html",
+            "report/robustness.png", "report/overlay_t000_a.png", "robustness/unet/accuracy/zarr.json"} <= files
     assert ".semscale-lock.json" not in files
     assert main(["info", url, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -150,3 +152,5 @@ def test_a_whole_campaign_runs_on_s3_and_equals_the_same_campaign_on_disk(
     assert main(["stats", url, "--json"]) == 0  # the store's own recorded config, from the bucket
     again = json.loads(capsys.readouterr().out)
     assert again["changed"] is False and again["measured"] == []
+    assert main(["report", url, "--json"]) == 0  # nothing changed: nothing written to the bucket
+    assert json.loads(capsys.readouterr().out)["changed"] is False

@@ -29,7 +29,7 @@ def config(tmp_path):
 def test_unknown_stage_is_a_config_error(config) -> None:
     with pytest.raises(ConfigError, match="stages"):
         run_campaign(config, stages=["ingest", "paint"])
-    assert STAGES[0] == "ingest" and STAGES[-1] == "stats"
+    assert STAGES[0] == "ingest" and STAGES[-1] == "report"
 
 
 def test_ingest_records_the_config_and_evaluate_scores_targets(config) -> None:

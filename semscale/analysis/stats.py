@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VARIABLES", "Source", "campaign_stats", "plot_fractions", "summarise", "update_stats", "write_tables"]
+__all__ = ["VARIABLES", "Source", "campaign_stats", "summarise", "text_values", "update_stats", "write_tables"]
 
 BOUNDS = ("lower", "upper")
 
@@ -201,7 +201,7 @@ def _member_spread(store: CampaignStore, image_id: str, src: Source, *, cfg: Sta
     return {f"{n}_member_std": np.std([p[n] for p in per], axis=0, ddof=1) for n in SPREAD}
 
 
-def _text(values: Sequence[str]) -> np.ndarray:
+def text_values(values: Sequence[str]) -> np.ndarray:
     # object arrays: Zarr v3 stores them as variable-length UTF-8 strings (readable by other Zarr
     # libraries), not as numpy's fixed-width UTF-32, which has no Zarr v3 specification
     return np.array(list(values), dtype=object)
@@ -233,17 +233,17 @@ def _dataset(store: CampaignStore, cfg: StatsConfig, ids: Sequence[str], data: M
                 "description": "standard deviation (ddof 1) of the value measured on each member's own labels"})
     roles = [str(a.get("role") or "") for a in attrs]
     coords = {
-        "image": ("image", _text(ids), {"long_name": "image id"}),
-        "phase": ("phase", _text(classes), {"long_name": "phase"}),
-        "pair": ("pair", _text([f"{classes[i]}|{classes[j]}" for i, j in layout.pairs]),
+        "image": ("image", text_values(ids), {"long_name": "image id"}),
+        "phase": ("phase", text_values(classes), {"long_name": "phase"}),
+        "pair": ("pair", text_values([f"{classes[i]}|{classes[j]}" for i, j in layout.pairs]),
                  {"long_name": "phase pair of an interface"}),
         "quantile": ("quantile", np.asarray(cfg.quantiles, float), {"units": "1", "long_name": "quantile"}),
-        "bound": ("bound", _text(BOUNDS), {"long_name": "interval bound"}),
-        "sample": ("image", _text([str(a.get("sample") or "") for a in attrs]), {"long_name": "sample"}),
+        "bound": ("bound", text_values(BOUNDS), {"long_name": "interval bound"}),
+        "sample": ("image", text_values([str(a.get("sample") or "") for a in attrs]), {"long_name": "sample"}),
         "oxidation_min": ("image", np.array([np.nan if a.get("oxidation_min") is None
                                              else float(a["oxidation_min"]) for a in attrs]),
                           {"units": "min", "long_name": "oxidation time"}),
-        "role": ("image", _text(roles), {"long_name": "role of the image in the campaign"}),
+        "role": ("image", text_values(roles), {"long_name": "role of the image in the campaign"}),
         "trained": ("image", np.array([r == "train" for r in roles]),
                     {"long_name": "image used to train the model (not a fair test)"}),
     }
@@ -331,7 +331,7 @@ def summarise(ds: Any) -> Any:
                 **pp, "long_name": f"{key.upper()} of the area fraction vs {ref} over {len(e)} images not used "
                                    "for training (percentage points)", "n_images": len(e)})
     coords = {
-        "sample": ("sample", _text(samples), {"long_name": "sample"}),
+        "sample": ("sample", text_values(samples), {"long_name": "sample"}),
         "oxidation_min": ("oxidation_min", np.asarray(times, float), {"units": "min", "long_name": "oxidation time"}),
         **{d: ds[d] for d in ("phase", "pair") if d in ds.coords},
     }
@@ -396,65 +396,6 @@ def write_netcdf(ds: Any, summary: Any, path: Path) -> Path:
     return path
 
 
-def _time_axis(ax: Any, t: np.ndarray) -> None:
-    pos = t[np.isfinite(t) & (t > 0)]
-    if len(pos) and np.nanmax(t) > 20 * pos.min():
-        ax.set_xscale("symlog", linthresh=max(1.0, float(pos.min())))
-    ax.set_xlabel("oxidation time [min]")
-    ax.grid(alpha=0.3)
-
-
-def plot_fractions(ds: Any, path: str | Path) -> Path:
-    """Phase fractions (with intervals) and TPB density over oxidation time: the primary labels, the
-    targets and truth where present; training images drawn hollow."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from semscale.store import PHASE_COLORS
-
-    order = np.argsort(ds["oxidation_min"].values, kind="stable")
-    t = ds["oxidation_min"].values[order]
-    trained = ds["trained"].values[order]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120, gridspec_kw={"width_ratios": [3, 2]})
-    styles = (("", "o-", "U-Net"), ("_target", "s:", "target"), ("_truth", "x--", "truth"))
-    for k, phase in enumerate(ds["phase"].values.tolist()):
-        rgba = np.array(PHASE_COLORS.get(str(phase), (100, 100, 100, 255))) / 255.0
-        for sfx, style, what in styles:
-            if f"fraction{sfx}" not in ds:
-                continue
-            y = ds[f"fraction{sfx}"].values[order, k]
-            ci = ds[f"fraction_ci{sfx}"].values[order, k]
-            ax.plot(t, y, style, color=rgba, alpha=1.0 if sfx == "" else 0.6, label=f"{phase} ({what})",
-                    markerfacecolor="none" if sfx else rgba)
-            if sfx == "":
-                ax.errorbar(t, y, yerr=np.abs(ci.T - y), fmt="none", ecolor=rgba, capsize=2, alpha=0.8)
-                ax.plot(t[trained], y[trained], "o", color="white", markersize=3, zorder=5)
-    _time_axis(ax, t)
-    ax.set_ylabel("area fraction")
-    ax.legend(fontsize=6, ncol=3)
-    ax.set_title("Phase fractions (white dot: training image)", fontsize=9)
-    for sfx, style, what in styles:
-        if f"tpb_density{sfx}" in ds:
-            y = ds[f"tpb_density{sfx}"].values[order]
-            ax2.plot(t, y, style, color="k", alpha=1.0 if sfx == "" else 0.6, label=what,
-                     markerfacecolor="none" if sfx else "k")
-            if sfx == "":
-                ci = ds["tpb_density_ci"].values[order]
-                ax2.errorbar(t, y, yerr=np.abs(ci.T - y), fmt="none", ecolor="k", capsize=2)
-    _time_axis(ax2, t)
-    ax2.set_ylabel("active TPB density [µm⁻²]")
-    ax2.legend(fontsize=7)
-    ax2.set_title("Active triple-phase boundary (Ni | YSZ | pore)", fontsize=9)
-    fig.suptitle(f"{ds.attrs.get('source', '')}", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
 def update_stats(store: CampaignStore, cfg: StatsConfig = StatsConfig(),  # noqa: B008 - frozen
                  *, model: str | None = None, labels: str | None = None) -> dict[str, Any]:
     """Bring the store's statistics up to date: measure new or changed images, write ``stats/`` and
@@ -484,6 +425,8 @@ def update_stats(store: CampaignStore, cfg: StatsConfig = StatsConfig(),  # noqa
         store.write_stats(ds, summary)
         with writing(files["csv"]) as csv, writing(files["interfaces_csv"]) as interfaces_csv:
             write_tables(ds, csv=csv, interfaces_csv=interfaces_csv)
+        from semscale.report.figures import plot_fractions
+
         with writing(files["plot"]) as png:
             plot_fractions(ds, png)
         if cfg.netcdf:

@@ -2,7 +2,7 @@
 
 A campaign config names the store, the phase classes, the pixel size and every image with its EDS maps and
 labels (the ``images:`` contract of the design notes), plus one optional section per pipeline stage
-(``ingest``, ``labelling``, ``training``, ``inference``, ``stats``, ``cluster``). Every section is a frozen dataclass
+(``ingest``, ``labelling``, ``training``, ``inference``, ``stats``, ``robustness``, ``report``, ``cluster``). Every section is a frozen dataclass
 that validates itself when built; unknown keys, wrong types, duplicate ids, bad id characters and missing
 files raise :class:`~semscale.errors.ConfigError` naming the file, the key, what was expected and what was
 found. Relative paths resolve against the config file's folder. ``to_dict()`` round-trips to YAML-able data
@@ -15,6 +15,8 @@ from semscale.config.sections import (
     InferenceConfig,
     IngestConfig,
     LabellingConfig,
+    ReportConfig,
+    RobustnessConfig,
     StatsConfig,
     TrainingConfig,
 )
@@ -27,6 +29,8 @@ __all__ = [
     "InferenceConfig",
     "IngestConfig",
     "LabellingConfig",
+    "ReportConfig",
+    "RobustnessConfig",
     "StatsConfig",
     "Switch",
     "TrainingConfig",

@@ -15,6 +15,8 @@ from semscale.config.sections import (
     InferenceConfig,
     IngestConfig,
     LabellingConfig,
+    ReportConfig,
+    RobustnessConfig,
     StatsConfig,
     TrainingConfig,
 )
@@ -74,6 +76,8 @@ class CampaignConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     source: Path | None = field(default=None, compare=False)
     """The YAML file this config was read from (not part of the YAML)."""
@@ -139,7 +143,8 @@ _IMAGE_KEYS = {f.name for f in dataclasses.fields(ImageEntry)}
 _TOP_KEYS = {f.name for f in dataclasses.fields(CampaignConfig)} - {"source"}
 _SECTIONS: dict[str, type] = {
     "ingest": IngestConfig, "labelling": LabellingConfig, "training": TrainingConfig,
-    "inference": InferenceConfig, "stats": StatsConfig, "cluster": ClusterConfig,
+    "inference": InferenceConfig, "stats": StatsConfig, "robustness": RobustnessConfig, "report": ReportConfig,
+    "cluster": ClusterConfig,
 }
 
 

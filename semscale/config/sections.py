@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from semscale.config.validation import ID_PATTERN, Switch, _check, _switch
 
-__all__ = ["TRAINING_RECIPES", "ClusterConfig", "InferenceConfig", "IngestConfig", "LabellingConfig",
-           "StatsConfig", "TrainingConfig"]
+__all__ = ["PERTURBATIONS", "TRAINING_RECIPES", "ClusterConfig", "InferenceConfig", "IngestConfig",
+           "LabellingConfig", "ReportConfig", "RobustnessConfig", "StatsConfig", "TrainingConfig"]
 
 
 @dataclass(frozen=True)
@@ -288,6 +288,78 @@ class StatsConfig:
     def tile_px(self, pixel_size_um: float) -> int:
         """The bootstrap tile edge in pixels of ``pixel_size_um``."""
         return max(16, round(self.tile_um / pixel_size_um))
+
+
+@dataclass(frozen=True)
+class RobustnessConfig:
+    """Accuracy of a model's segmentation as the SEM image is degraded (``semscale robustness``).
+
+    Each level perturbs every image blockwise (the result stays an integer image of the SEM's dtype, as a
+    detector records it), normalises it as ingest would and segments it with the campaign's inference
+    settings; labels are scored against truth where the image has it, else its target.
+    """
+
+    enabled: bool = True
+    """Run the sweep as a stage of ``semscale run`` (before the report)."""
+    blur_sigma: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0)
+    """Gaussian blur σ (px)."""
+    brightness: tuple[float, ...] = (0.6, 0.8, 1.0, 1.2, 1.4)
+    """Factor on the grey values."""
+    noise_sigma: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1)
+    """σ of the Gaussian part of Gaussian–Poisson noise: ``I' = Poisson(I·C)/C + N(0, σ)``, ``C`` =
+    :attr:`photons`, ``I`` in 0..1 (grey value / the dtype's maximum)."""
+    photons: float = 255.0
+    """``C`` of the Poisson part (counts at full scale); 0: no Poisson part."""
+    magnification: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5, 2.0)
+    """Resampling ratio (bilinear, anti-aliased when shrinking; labels nearest)."""
+    crop: int | None = None
+    """Score a central crop of at most this edge (px) per image; null: the whole image."""
+    seed: int = 0
+    """Seed of the noise (one stream per block of the image's chunk grid)."""
+
+    def __post_init__(self) -> None:
+        for name, ok, what in (("blur_sigma", lambda v: v >= 0, "numbers >= 0"),
+                               ("brightness", lambda v: v > 0, "positive numbers"),
+                               ("noise_sigma", lambda v: v >= 0, "numbers >= 0"),
+                               ("magnification", lambda v: 0.1 <= v <= 10, "numbers in 0.1..10")):
+            values = getattr(self, name)
+            _check(all(ok(v) for v in values), f"robustness.{name}", f"a list of {what}", list(values))
+        _check(self.photons >= 0, "robustness.photons", "a number >= 0", self.photons)
+        if self.crop is not None:
+            _check(self.crop >= 32, "robustness.crop", "an integer >= 32 or null", self.crop)
+
+    def cases(self) -> list[tuple[str, float]]:
+        """Every (perturbation, value) of the sweep, in order."""
+        return [(kind, float(v)) for kind in PERTURBATIONS for v in getattr(self, kind)]
+
+
+PERTURBATIONS = ("blur_sigma", "brightness", "noise_sigma", "magnification")
+"""The perturbations of a robustness sweep, as named in :class:`RobustnessConfig`."""
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """The campaign report (``semscale report``): ``report/index.html`` and its PNG figures."""
+
+    enabled: bool = True
+    """Write the report as the last stage of ``semscale run``."""
+    overlay_px: int = 512
+    """Edge (px) of the central crop shown per image in the overlay panels (full resolution)."""
+    overlay_images: int = 12
+    """At most this many images get an overlay panel (the first ones by oxidation time)."""
+    violin_pixels: int = 20000
+    """Pixels sampled per phase and image for the grey-level violins."""
+    timing_px: int = 512
+    """Edge (px) of the crop segmented in each mode to measure segmentation time per image."""
+    dpi: int = 110
+    """Resolution of the PNG figures."""
+
+    def __post_init__(self) -> None:
+        _check(self.overlay_px >= 32, "report.overlay_px", "an integer >= 32", self.overlay_px)
+        _check(self.overlay_images >= 0, "report.overlay_images", "an integer >= 0", self.overlay_images)
+        _check(self.violin_pixels >= 100, "report.violin_pixels", "an integer >= 100", self.violin_pixels)
+        _check(self.timing_px >= 64, "report.timing_px", "an integer >= 64", self.timing_px)
+        _check(30 <= self.dpi <= 600, "report.dpi", "an integer in 30..600", self.dpi)
 
 
 @dataclass(frozen=True)

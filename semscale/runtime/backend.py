@@ -8,9 +8,11 @@ read, never written: a user's choice of devices is honoured by :func:`detect_gpu
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -18,7 +20,8 @@ import numpy as np
 from semscale.config import Switch
 from semscale.errors import DependencyError
 
-__all__ = ["array_module", "cupy_available", "dask_cuda_available", "detect_gpus", "visible_devices"]
+__all__ = ["array_module", "cupy_available", "dask_cuda_available", "describe_hardware", "detect_gpus",
+           "visible_devices"]
 
 
 def visible_devices() -> list[str] | None:
@@ -92,3 +95,24 @@ def array_module(*, gpu: Switch = "auto") -> ModuleType:
             "`pip install 'semscale[gpu]'` (cupy-cuda12x) or use `gpu: off`."
         )
     return np
+
+
+def describe_hardware() -> str:
+    """This machine in words, for timing tables: CPU model and cores, and the visible GPUs (nvidia-smi)."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    text = f"{cpu}, {os.cpu_count()} logical cores"
+    if shutil.which("nvidia-smi"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                                   text=True, timeout=10, check=True).stdout.split("\n")
+            gpus = [n.strip() for n in names if n.strip()]
+            if gpus:
+                text += ", GPU " + ", ".join(gpus)
+    return text

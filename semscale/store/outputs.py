@@ -221,6 +221,10 @@ class StoreOutputs:
         meta["metrics"] = {**dict(meta.get("metrics", {})), ref: dict(result)}
         group.attrs["semscale"] = meta
 
+    def recorded_metrics(self, image_id: str, source: str | tuple[str, str]) -> dict[str, Any]:
+        """The scores recorded by :meth:`record_metrics` for ``source`` of ``image_id``, by reference name."""
+        return dict(attrs_of(self._source_group(image_id, source)[0]).get("metrics", {}))
+
     def source_token(self, image_id: str, source: str | tuple[str, str]) -> str:
         """A fingerprint of how label ``source`` of ``image_id`` was made (its provenance attrs and the SEM's
         hash): it changes when the labels are rewritten from other inputs or settings, not when they are
@@ -246,10 +250,13 @@ class StoreOutputs:
         return paths.STATS in self.root
 
     def drop_stats(self) -> bool:
-        """Delete ``stats/`` and the files in ``report/`` (all derived from every image); True if any were there."""
-        had = self.has_stats()
-        if had:
-            del self.root[paths.STATS]
+        """Delete ``stats/``, ``robustness/`` and the files in ``report/`` (all derived from every image); True
+        if any were there."""
+        had = False
+        for key in (paths.STATS, paths.ROBUSTNESS):
+            if key in self.root:
+                del self.root[key]
+                had = True
         report = self.path / paths.REPORT
         for f in (report.iterdir() if report.is_dir() else ()):
             if f.name != "zarr.json":
@@ -285,11 +292,37 @@ class StoreOutputs:
             warnings.simplefilter("ignore", UserWarning)
             zarr.consolidate_metadata(zarr_store(self.path, read_only=False), zarr_format=3)
 
+    def read_robustness(self, model: str) -> Any:
+        """The stored robustness sweep of ``model`` (:class:`xarray.Dataset`, loaded), or None."""
+        import xarray as xr
+
+        key = paths.robustness(model)
+        if key not in self.root or "accuracy" not in group_at(self.root, key):
+            return None
+        with xr.open_zarr(zarr_store(self.path, read_only=True), group=key, consolidated=False) as ds:
+            return ds.load()
+
+    def write_robustness(self, model: str, ds: Any) -> None:
+        """Write the robustness sweep of ``model`` to ``robustness/<model>`` (Zarr v3, via xarray)."""
+        ds.to_zarr(zarr_store(self.path, read_only=False), group=paths.robustness(model), mode="w", zarr_format=3,
+                   consolidated=False)
+
+    def robustness_models(self) -> list[str]:
+        return sorted(group_at(self.root, paths.ROBUSTNESS).group_keys()) if paths.ROBUSTNESS in self.root else []
+
     def report_dir(self) -> StorePath:
         """``report/`` (a Zarr group, so tools see it), created on first use by a handle that may write."""
         if self.writable:
             self.root.require_group(paths.REPORT)
         return self.path / paths.REPORT
+
+    def report_record(self) -> dict[str, Any]:
+        """What the last report recorded about itself (``key``: the fingerprint of its inputs, ``files``)."""
+        return dict(attrs_of(self.root[paths.REPORT])) if paths.REPORT in self.root else {}
+
+    def set_report_record(self, **values: Any) -> None:
+        self.report_dir()
+        set_attrs(group_at(self.root, paths.REPORT), **values)
 
     def scratch_group(self, stage: str, image_id: str, *, create: bool = False) -> zarr.Group | None:
         """Intermediate results of ``stage`` for ``image_id`` (``scratch/<stage>/<id>``); None if absent."""

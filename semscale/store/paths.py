@@ -9,8 +9,8 @@ from __future__ import annotations
 from semscale.store.ngff import level_path
 
 __all__ = [
-    "EDS", "IMAGES", "LOCK", "MODELS", "PREDICTIONS", "REPORT", "SCRATCH", "STATS", "STATS_SUMMARY",
-    "eds", "image", "label", "label_level", "labels", "member_file", "model", "prediction", "scratch",
+    "EDS", "IMAGES", "LOCK", "MODELS", "PREDICTIONS", "REPORT", "ROBUSTNESS", "SCRATCH", "STATS", "STATS_SUMMARY",
+    "eds", "image", "label", "label_level", "labels", "member_file", "model", "prediction", "robustness", "scratch",
     "sem_level",
 ]
 
@@ -21,6 +21,8 @@ PREDICTIONS = "predictions"
 STATS = "stats"
 STATS_SUMMARY = "stats/summary"
 REPORT = "report"
+ROBUSTNESS = "robustness"
+"""``robustness/<model>``: the robustness sweep of a model (an xarray Dataset)."""
 LOCK = ".semscale-lock.json"
 """The writer lock file at the store's root (:mod:`semscale.store.lock`); present only while a run writes."""
 SCRATCH = "scratch"
@@ -75,3 +77,7 @@ def prediction(model_name: str, image_id: str) -> str:
 
 def scratch(stage: str, image_id: str) -> str:
     return f"{SCRATCH}/{stage}/{image_id}"
+
+
+def robustness(model: str) -> str:
+    return f"{ROBUSTNESS}/{model}"

@@ -228,3 +228,25 @@ def test_pixel_size_is_optional_and_positive_when_given(campaign_dir: Path) -> N
     data["pixel_size_um"] = 0
     with pytest.raises(ConfigError, match=r"`pixel_size_um`: expected a positive number \(µm per pixel\), got 0"):
         load_config(_write(campaign_dir, data))
+
+
+@pytest.mark.parametrize(("section", "value", "message"), [
+    ("robustness", {"blur_sigma": [-1]}, r"`robustness\.blur_sigma`: expected a list of numbers >= 0"),
+    ("robustness", {"magnification": [0.01]}, r"`robustness\.magnification`: expected a list of numbers in 0\.1\.\.10"),
+    ("robustness", {"crop": 8}, r"`robustness\.crop`: expected an integer >= 32 or null"),
+    ("robustness", {"noise": [0.1]}, r"`robustness\.noise`: unknown key"),
+    ("report", {"dpi": 5}, r"`report\.dpi`: expected an integer in 30\.\.600"),
+    ("report", {"overlay_px": "big"}, r"`report\.overlay_px`"),
+])
+def test_robustness_and_report_sections_name_the_bad_key(campaign_dir: Path, section: str, value: dict,
+                                                         message: str) -> None:
+    path = _write(campaign_dir, {**_base(), section: value})
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_robustness_cases_follow_the_config_order() -> None:
+    from semscale.config import RobustnessConfig
+
+    cfg = RobustnessConfig(blur_sigma=(0, 2), brightness=(), noise_sigma=(0.1,), magnification=(0.5,))
+    assert cfg.cases() == [("blur_sigma", 0.0), ("blur_sigma", 2.0), ("noise_sigma", 0.1), ("magnification", 0.5)]
