@@ -43,14 +43,8 @@ def label(config: CampaignConfig, store: CampaignStore, *, overwrite: bool = Fal
         log.info("label: every image with EDS maps has a target")
         return {"labelled": [], "skipped": [e.id for e in config.images if e.has_eds]}
     with store.writer("label"):
-        summary = label_store(store, ids, config.labelling, scribbles=scribbles or None, overwrite=overwrite,
-                              client=client)
-        if summary["labelled"]:  # the report's time table: labelling minutes per image, measured here
-            px = sum(math.prod(store.sem_array(i).shape) for i in summary["labelled"])
-            store.update_meta(timings={**dict(store.meta.get("timings") or {}), "label": {
-                "seconds": round(float(summary["seconds"]), 2), "images": len(summary["labelled"]),
-                "megapixels": round(px / 1e6, 3)}})
-        return summary
+        return label_store(store, ids, config.labelling, scribbles=scribbles or None, overwrite=overwrite,
+                           client=client)
 
 
 def train(config: CampaignConfig, store: CampaignStore, *, client: Any = None,

@@ -49,8 +49,7 @@ def campaign_outputs(store: str | StorePath) -> dict[str, np.ndarray]:
             key = f"images/{image_id}/labels/{name}/scale0/image"
             if key in root:
                 out[key] = root[key][:]
-        for name in ("labels", "confidence"):
-            key = f"predictions/unet/{image_id}/{name}/scale0/image"
+        for key in (f"images/{image_id}/labels/unet/scale0/image", f"predictions/unet/{image_id}/confidence/scale0/image"):
             out[key] = root[key][:]
     with xr.open_zarr(zarr_store(where, read_only=True), group="stats", consolidated=False) as ds:
         for name, var in ds.data_vars.items():

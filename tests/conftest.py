@@ -74,14 +74,20 @@ def _restore_semscale_logger() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def tiny_campaign_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The store of :func:`tests.campaigns.tiny_campaign` run once, undisturbed, by ``semscale run`` (with its
-    report). Tests only read it."""
-    from semscale.cli import main
+    """The store of :func:`tests.campaigns.tiny_campaign` run once, undisturbed, by ``semscale run`` in a fresh
+    process as a user runs it (with its report), so no test that ran before in this process can leave its
+    mark on the reference. Tests only read it."""
+    import os
+    import subprocess
+    import sys
+
     from tests.campaigns import tiny_campaign
 
-    cfg_path = tiny_campaign(tmp_path_factory.mktemp("reference"))
     with _semscale_logger_kept():
-        assert main(["run", str(cfg_path)]) == 0
+        cfg_path = tiny_campaign(tmp_path_factory.mktemp("reference"))
+    done = subprocess.run([sys.executable, "-m", "semscale.cli", "run", str(cfg_path)], capture_output=True,
+                          text=True, env={**os.environ, "SEMSCALE_PROGRESS": "0"})
+    assert done.returncode == 0, done.stderr[-3000:]
     return cfg_path.parent / "campaign.zarr"
 
 

@@ -138,7 +138,7 @@ def test_whole_campaign_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureF
     store = out / data["store"]
     root = zarr.open_group(store, mode="r")
     for image in data["images"]:
-        labels = root[f"predictions/unet/{image['id']}/labels/scale0/image"][:]
+        labels = root[f"images/{image['id']}/labels/unet/scale0/image"][:]
         assert labels.shape == (160, 192) and labels.max() < 4
     table = (store / "report" / "stats.csv").read_text().splitlines()
     assert len(table) == 1 + 3 * 4 * 2 + 2 * 4  # header + image × phase × (model, truth) + targets of 2 images
@@ -156,7 +156,7 @@ def test_whole_campaign_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureF
         tree = xr.open_datatree(store, engine="zarr")  # the whole store, scratch and done markers included
     np.testing.assert_allclose(ds["fraction"].sum("phase").values, 1.0, atol=1e-9)
     assert sorted(ds["oxidation_min"].values.tolist()) == [0.0, 30.0, 120.0]
-    assert tree[f"predictions/unet/{data['images'][0]['id']}/labels/scale0/image"].shape == (160, 192)
+    assert tree[f"images/{data['images'][0]['id']}/labels/unet/scale0/image"].shape == (160, 192)
 
     before = {p: p.stat().st_mtime_ns for p in (store / "predictions").rglob("*") if p.is_file()
               and p.name != "zarr.json"}
@@ -179,11 +179,11 @@ def test_whole_campaign_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureF
     assert json.loads(piped.stdout)["total"]["classes"] == scores["total"]["classes"]
 
     first = data["images"][0]["id"]
-    labels = root[f"predictions/unet/{first}/labels/scale0/image"][:]
+    labels = root[f"images/{first}/labels/unet/scale0/image"][:]
     assert main(["predict", str(cfg_path), "--gpu", "off", "--image", first, "--overwrite", "--json"]) == 0
     (redo,) = json.loads(capsys.readouterr().out)["images"]
     assert redo["image"] == first and redo["computed"] == redo["blocks"] > 0
-    np.testing.assert_array_equal(zarr.open_group(store, mode="r")[f"predictions/unet/{first}/labels/scale0/image"][:], labels)
+    np.testing.assert_array_equal(zarr.open_group(store, mode="r")[f"images/{first}/labels/unet/scale0/image"][:], labels)
     assert main(["predict", str(store), "--gpu", "off", "--workers", "1", "--threads", "1"]) == 0  # a store
     assert f"{first}: 0 of" in capsys.readouterr().out
 
@@ -387,12 +387,12 @@ def test_run_on_an_external_scheduler_with_two_workers(tmp_path: Path, capsys: p
             except subprocess.TimeoutExpired:
                 p.kill()
     store = out / data["store"]
-    remote = {im["id"]: zarr.open_group(store, mode="r")[f"predictions/unet/{im['id']}/labels/scale0/image"][:]
+    remote = {im["id"]: zarr.open_group(store, mode="r")[f"images/{im['id']}/labels/unet/scale0/image"][:]
               for im in data["images"]}
     assert main(["predict", str(store), "--overwrite", "--workers", "1", "--gpu", "off", "--dashboard",
                  "127.0.0.1:0"]) == 0
     for image_id, labels in remote.items():
-        local = zarr.open_group(store, mode="r")[f"predictions/unet/{image_id}/labels/scale0/image"][:]
+        local = zarr.open_group(store, mode="r")[f"images/{image_id}/labels/unet/scale0/image"][:]
         np.testing.assert_array_equal(local, labels)
 
 

@@ -128,7 +128,7 @@ def _prepare(
     token = settings_hash(params)
     g = store.prediction_group(name, image_id, create=True)
     old = attrs_of(g)
-    if overwrite or old.get("params") != params or "labels" not in g:
+    if overwrite or old.get("params") != params or "labels" not in store.prediction_arrays(name, image_id):
         if old.get("params") not in (None, params) and not overwrite:
             log.warning("settings changed for %s/%s; recomputing all blocks", name, image_id)
         store.create_predictions(name, image_id, n_classes=facts.n_classes, uncertainty=facts.samples > 1,

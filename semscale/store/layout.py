@@ -10,7 +10,8 @@ Layout (documented for other tools in README.md)::
           truth/0, 1, ...                     (ground truth, synthetic data only)
       eds/<id>/<element>                      EDS maps at their native (lower) resolution
       models/<name>/                          group (attrs: summary); member_k.keras + member_k.json files
-      predictions/<model>/<id>/               labels (uint8), confidence/uncertainty (float16), ...
+      predictions/<model>/<id>/               confidence/uncertainty (float16, NGFF images), ...; the labels
+                                              (uint8) at images/<id>/labels/<model>
       stats/                                  xarray Dataset (to_zarr)
 
 Every array carries ``attrs["semscale"]`` with provenance; an image group's ``complete`` flag is set only
@@ -55,9 +56,11 @@ log = logging.getLogger(__name__)
 
 __all__ = ["LAYOUT", "CampaignStore", "create_store", "open_store"]
 
-LAYOUT = 2
+LAYOUT = 3
 """Version of the store layout. 2: pyramid levels at ``scale<n>/image`` (one array per group, so xarray
-opens the whole store); per-image statistics in ``stats/``, the per-time summary in ``stats/summary``."""
+opens the whole store); per-image statistics in ``stats/``, the per-time summary in ``stats/summary``.
+3: a model's predicted labels at ``images/<id>/labels/<model>`` (beside the image's own, so viewers open
+them with the image); confidence and uncertainty NGFF images; half-pixel translations on pyramid levels."""
 
 
 class CampaignStore(StoreOutputs):
@@ -217,7 +220,8 @@ class CampaignStore(StoreOutputs):
         if "labels" not in g:
             return []
         names = ome_of(group_at(g, "labels")).get("labels", [])
-        return [n for n in names if self._label_complete(image_id, n)]
+        return [n for n in names if self._label_complete(image_id, n)
+                and not attrs_of(self.root[paths.label(image_id, n)]).get("prediction_of")]
 
     def _label_complete(self, image_id: str, name: str) -> bool:
         key = paths.label(image_id, name)
@@ -453,7 +457,7 @@ def open_store(path: str | StorePath, *, mode: Literal["r", "r+"] = "r+") -> Cam
     if made != LAYOUT and store.image_ids(complete_only=False):
         raise StoreError(
             f"Expected a semscale store of layout {LAYOUT} at {path}. Got layout {made} (written by semscale "
-            f"{store.meta.get('semscale_version', '< 0.2')}), whose image levels this version cannot read; "
+            f"{store.meta.get('semscale_version', '< 0.2')}), whose layout this version cannot read; "
             "ingest the campaign into a new store path (or delete the store and rerun `semscale run`)."
         )
     return store

@@ -63,6 +63,8 @@ def multiscales_metadata(
                 "path": level_path(level),
                 "coordinateTransformations": [
                     {"type": "scale", "scale": [pixel_size_um * 2**level] * 2},
+                    # a level-n pixel covers 2^n level-0 pixels: its centre sits (2^n - 1)/2 of them further
+                    {"type": "translation", "translation": [pixel_size_um * (2**level - 1) / 2] * 2},
                 ],
             }
             for level in range(n_levels)
@@ -102,6 +104,8 @@ def _downsample(block: np.ndarray, *, kind: str) -> np.ndarray:
     if (hp, wp) != (h, w):
         block = np.pad(block, ((0, hp - h), (0, wp - w)), mode="edge")
     m = block.reshape(hp // 2, 2, wp // 2, 2).astype(np.float32).mean(axis=(1, 3))
+    if block.dtype.kind == "f":  # maps (confidence, uncertainty): the mean as it is, NaN (not yet) kept
+        return m.astype(block.dtype)
     return np.rint(m).astype(block.dtype)
 
 
@@ -120,6 +124,15 @@ def label_group_metadata(name: str, pixel_size_um: float, n_levels: int, classes
         "multiscales": [multiscales_metadata(name, pixel_size_um, n_levels, kind="nearest")],
         "image-label": label_metadata(classes),
     }
+
+
+def image_pyramid(group: zarr.Group, *, name: str, pixel_size_um: float) -> int:
+    """Write the factor-2 pyramid (mean) of an image group (a SEM or a float map) from its level ``0`` and
+    its NGFF ``multiscales`` metadata, so it opens as an image layer; returns the level count."""
+    n = _write_pyramid(group, kind="mean")
+    group.attrs["ome"] = {"version": NGFF_VERSION,
+                          "multiscales": [multiscales_metadata(name, pixel_size_um, n, kind="mean")]}
+    return n
 
 
 def label_pyramid(group: zarr.Group, *, name: str, pixel_size_um: float, classes: Sequence[str]) -> int:

@@ -19,18 +19,26 @@ from semscale import IGNORE_LABEL
 from semscale.errors import ModelError, StoreError
 from semscale.store import paths
 from semscale.store.location import StorePath, list_files, remove_tree, zarr_store
-from semscale.store.ngff import compressor, label_group_metadata, label_pyramid, level_path
-from semscale.store.nodes import array_at, attrs_of, group_at, set_attrs
+from semscale.store.ngff import (
+    compressor,
+    image_pyramid,
+    label_group_metadata,
+    label_pyramid,
+    level_path,
+)
+from semscale.store.nodes import array_at, attrs_of, group_at, ome_of, set_attrs
 
 if TYPE_CHECKING:
     import dask.array as da
 
 __all__ = ["StoreOutputs"]
 
-LEVEL0 = f"labels/{level_path(0)}"
-"""Full-resolution predicted labels inside a prediction group."""
 MAPS = ("confidence", "uncertainty", "probabilities", "members")
-"""Per-pixel maps beside the labels, each at ``<name>/scale0/image`` (its own group, like a pyramid level)."""
+"""Per-pixel maps of a prediction group, each at ``<name>/scale0/image`` (its own group, like a pyramid
+level); ``confidence`` and ``uncertainty`` are NGFF multiscale images (factor-2 mean pyramids)."""
+IMAGE_MAPS = ("confidence", "uncertainty")
+RESERVED_LABELS = ("target", "truth")
+"""Label names a model may not take: its predicted labels live beside these in the image's labels group."""
 
 
 def _map(name: str) -> str:
@@ -53,6 +61,8 @@ class StoreOutputs:
         def sem_array(self, image_id: str, level: int = 0) -> zarr.Array: ...
         def labels(self, image_id: str, name: str, level: int = 0) -> da.Array: ...
         def label_array(self, image_id: str, name: str, level: int = 0) -> zarr.Array: ...
+        def create_labels(self, image_id: str, name: str, *, attrs: Mapping[str, Any] | None = None) -> zarr.Array: ...
+        def drop_labels(self, image_id: str, name: str) -> None: ...
 
     # --- models and predictions ------------------------------------------------------------------
     def model_dir(self, name: str, *, create: bool = False) -> StorePath:
@@ -104,13 +114,13 @@ class StoreOutputs:
         """Predicted labels (uint8 dask array, level 0) of ``model`` for ``image_id``."""
         import dask.array as da
 
-        g = self.prediction_group(model, image_id)
-        if LEVEL0 not in g:
+        key = paths.label_level(image_id, model, 0)
+        if paths.prediction(model, image_id) not in self.root or key not in self.root:
             raise StoreError(
-                f"Expected labels in predictions/{model}/{image_id} of {self.path}. Got none; run "
+                f"Expected labels of predictions/{model}/{image_id} in {self.path} (at {key}). Got none; run "
                 "`semscale predict` for that image."
             )
-        return da.from_zarr(array_at(g, LEVEL0))
+        return da.from_zarr(array_at(self.root, key))
 
     def prediction_models(self) -> list[str]:
         return sorted(group_at(self.root, paths.PREDICTIONS).group_keys()) if paths.PREDICTIONS in self.root else []
@@ -134,13 +144,15 @@ class StoreOutputs:
         return {name: da.from_zarr(arr) for name, arr in self.prediction_arrays(model, image_id).items()}
 
     def drop_predictions(self, image_id: str) -> list[str]:
-        """Delete every model's predictions of ``image_id``; returns the models that had some."""
+        """Delete every model's predictions of ``image_id`` (maps and labels); returns the models that had some."""
         dropped = []
         for model in self.prediction_models():
             group = group_at(self.root, f"{paths.PREDICTIONS}/{model}")
             if image_id in group:
                 del group[image_id]
                 dropped.append(model)
+            if paths.label(image_id, model) in self.root:
+                self.drop_labels(image_id, model)
         return dropped
 
     def create_predictions(
@@ -152,14 +164,16 @@ class StoreOutputs:
         ``probabilities`` ``(K, H, W)`` (float16, NaN = not yet), and for an ensemble of ``members`` > 1
         each member's own labels ``members`` ``(M, H, W)`` (uint8; the spread of the statistics), each at
         ``<name>/scale0/image``."""
+        if model in RESERVED_LABELS:
+            raise StoreError(f"Expected a model name other than {' or '.join(RESERVED_LABELS)} (its labels go beside "
+                             f"the image's own). Got `{model}`; rename the model.")
         sem = self.sem_array(image_id)
         g = self.prediction_group(model, image_id, create=True)
         for name in list(g.array_keys()) + list(g.group_keys()):
             del g[name]
-        lg = g.create_group("labels")
-        lg.create_array(level_path(0), shape=sem.shape, chunks=sem.chunks, dtype="uint8", fill_value=IGNORE_LABEL,
-                        compressors=compressor(), dimension_names=("y", "x"))
-        lg.attrs["ome"] = label_group_metadata(f"{model}/{image_id}", self.pixel_size_um, 1, self.classes)
+        self.create_labels(image_id, model, attrs={"prediction_of": model})
+        group_at(self.root, paths.label(image_id, model)).attrs["ome"] = label_group_metadata(
+            model, self.pixel_size_um, 1, self.classes)
         for name in ["confidence"] + (["uncertainty"] if uncertainty else []):
             g.create_array(_map(name), shape=sem.shape, chunks=sem.chunks, dtype="float16", fill_value=np.nan,
                            compressors=compressor(), dimension_names=("y", "x"))
@@ -175,7 +189,8 @@ class StoreOutputs:
     def prediction_arrays(self, model: str, image_id: str) -> dict[str, zarr.Array]:
         """The level-0 output arrays of ``model`` for ``image_id`` that exist, by name (``labels``, ...)."""
         g = self.prediction_group(model, image_id)
-        out = {"labels": array_at(g, LEVEL0)} if "labels" in g else {}
+        key = paths.label_level(image_id, model, 0)
+        out = {"labels": array_at(self.root, key)} if key in self.root else {}
         return out | {name: array_at(g, _map(name)) for name in MAPS if _map(name) in g}
 
     def chunks_written(self, array: zarr.Array) -> np.ndarray:
@@ -189,11 +204,16 @@ class StoreOutputs:
         return out
 
     def finish_predictions(self, model: str, image_id: str, *, changed: bool) -> None:
-        """The label pyramid for viewers (napari, ome-zarr), rebuilt when labels ``changed`` or it is missing."""
-        labels = group_at(self.prediction_group(model, image_id), "labels")
-        if changed or level_path(1) not in labels:
-            label_pyramid(labels, name=f"{model}/{image_id}", pixel_size_um=self.pixel_size_um,
-                          classes=self.classes)
+        """The pyramids for viewers (napari, ome-zarr) — the labels (in the image's labels group, so they open
+        with the image) and the confidence and uncertainty images — rebuilt when ``changed`` or missing."""
+        labels = group_at(self.root, paths.label(image_id, model))
+        if changed or level_path(1) not in labels or "multiscales" not in ome_of(labels):
+            label_pyramid(labels, name=model, pixel_size_um=self.pixel_size_um, classes=self.classes)
+        set_attrs(labels, complete=True)
+        g = self.prediction_group(model, image_id)
+        for name in IMAGE_MAPS:
+            if name in g and (changed or "multiscales" not in ome_of(group_at(g, name))):
+                image_pyramid(group_at(g, name), name=f"{model} {name}", pixel_size_um=self.pixel_size_um)
 
     # --- label sources (target/truth labels or a model's predictions) -----------------------------
     def _source_group(self, image_id: str, source: str | tuple[str, str]) -> tuple[zarr.Group, str]:

@@ -18,8 +18,9 @@ from semscale.store.blockwise import settings_hash
 from tests.oracles import geometry, keras_fn, make_store, reference_predict
 
 
-def _chunk_files(store, model, key):
-    return sorted(p for p in (store.path / "predictions" / model / "im" / key / "c").rglob("*") if p.is_file())
+def _chunk_files(store, model, name):
+    array = store.prediction_arrays(model, "im")[name]
+    return sorted(p for p in (store.path / array.path / "c").rglob("*") if p.is_file())
 
 
 def test_predict_to_store_writes_resumes_and_is_bit_identical(tmp_path, client, tiny_ensemble_paths, monkeypatch):
@@ -34,7 +35,8 @@ def test_predict_to_store_writes_resumes_and_is_bit_identical(tmp_path, client, 
     assert first["blocks"] == 9 and first["computed"] == 9
     g = store.prediction_group("ens", "im")
     assert g.attrs["semscale"]["complete"] is True
-    ome = g["labels"].attrs["ome"]
+    lg = store.root["images/im/labels/ens"]  # beside the image's own labels: viewers open it with the image
+    ome = lg.attrs["ome"]
     assert [c["label-value"] for c in ome["image-label"]["colors"]][:4] == [0, 1, 2, 3]
     assert ome["multiscales"][0]["axes"][0]["unit"] == "micrometer"
     outs = {k: v.compute() for k, v in store.predictions("ens", "im").items()}
@@ -42,8 +44,8 @@ def test_predict_to_store_writes_resumes_and_is_bit_identical(tmp_path, client, 
     assert outs["probabilities"].shape == (4, 150, 131)
     # a label pyramid for viewers: nearest-neighbour levels, declared in the NGFF multiscales
     paths = [d["path"] for d in ome["multiscales"][0]["datasets"]]
-    assert len(paths) >= 2 and all(p in g["labels"] for p in paths)
-    np.testing.assert_array_equal(g["labels/scale1/image"][:], outs["labels"][::2, ::2])
+    assert len(paths) >= 2 and all(p in lg for p in paths)
+    np.testing.assert_array_equal(lg["scale1/image"][:], outs["labels"][::2, ::2])
     # done markers: the settings hash, in every block
     assert (g["done"][:] == settings_hash(g.attrs["semscale"]["params"])).all()
     # same numbers as the lazy dask path on the same chunking
@@ -63,8 +65,8 @@ def test_predict_to_store_writes_resumes_and_is_bit_identical(tmp_path, client, 
     assert again["computed"] == 0 and again["skipped"] == 9
 
     # delete two label chunks and one confidence chunk (other blocks): exactly those blocks are redone
-    labels_files = _chunk_files(store, "ens", "labels/scale0/image")
-    conf_files = _chunk_files(store, "ens", "confidence/scale0/image")
+    labels_files = _chunk_files(store, "ens", "labels")
+    conf_files = _chunk_files(store, "ens", "confidence")
     for f in [labels_files[0], labels_files[4], conf_files[8]]:
         f.unlink()
     third = predict_to_store(store, "im", cfg, **kw)

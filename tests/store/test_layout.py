@@ -53,3 +53,11 @@ def test_reopen_checks_campaign_and_mode(store, tmp_path) -> None:
         open_store(tmp_path / "plain.zarr")
     with pytest.raises(StoreError, match="Expected a semscale store"):
         open_store(tmp_path / "missing.zarr")
+
+
+def test_a_store_of_an_older_layout_is_refused_with_what_to_do(tmp_path) -> None:
+    store = create_store(tmp_path / "old.zarr", name="o", pixel_size_um=0.05)
+    store.create_image("a", shape=(8, 8), dtype=np.uint8)
+    store.update_meta(layout=2)
+    with pytest.raises(StoreError, match=r"Expected a semscale store of layout 3 .* Got layout 2 .* new store path"):
+        open_store(tmp_path / "old.zarr")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import zarr
 
 from semscale.store import ngff
@@ -26,6 +27,17 @@ def test_pyramid_levels_halve_with_mean_and_nearest(tmp_path, monkeypatch) -> No
     ms = labels.attrs["ome"]["multiscales"][0]
     assert ms["type"] == "nearest" and [d["path"] for d in ms["datasets"]] == [f"scale{i}/image" for i in range(4)]
     assert ms["datasets"][2]["coordinateTransformations"][0]["scale"] == [0.4, 0.4]
+    # a level-n pixel's centre lies (2^n - 1)/2 level-0 pixels in: level 2 at 1.5 px of 0.1 µm
+    shifts = [d["coordinateTransformations"][1]["translation"] for d in ms["datasets"]]
+    assert shifts == [[0.0, 0.0], [0.05, 0.05], [pytest.approx(0.15)] * 2, [pytest.approx(0.35)] * 2]
+
+
+def test_float_maps_are_averaged_without_rounding(tmp_path) -> None:
+    g = zarr.open_group(str(tmp_path / "m.zarr"), mode="w")
+    g.create_array("scale0/image", shape=(1100, 40), chunks=(256, 40), dtype="float16", fill_value=np.nan)[:] = 0.3
+    n = ngff.image_pyramid(g, name="conf", pixel_size_um=0.1)
+    assert n == 3 and g.attrs["ome"]["multiscales"][0]["name"] == "conf"
+    np.testing.assert_allclose(np.asarray(g["scale1/image"][...], np.float32), 0.3, atol=1e-3)
 
 
 def test_label_colours_cover_every_class_and_unlabelled() -> None:

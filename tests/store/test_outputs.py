@@ -27,14 +27,24 @@ def test_models_predictions_and_scratch(store) -> None:
     store.set_model_attrs("unet", summary={"n": 2})
     assert store.model_attrs("unet")["summary"] == {"n": 2} and folder.is_dir()
 
-    g = store.prediction_group("unet", "im", create=True)
-    g.create_group("labels").create_array("scale0/image", shape=(40, 60), dtype="uint8", fill_value=1)
+    g = store.create_predictions("unet", "im", n_classes=4, uncertainty=True, probabilities=False)
+    store.prediction_arrays("unet", "im")["labels"][:] = 1
+    store.prediction_arrays("unet", "im")["confidence"][:] = 0.75
     assert not store.has_predictions("unet", "im") and store.has_predictions("unet", "im", complete=False)
     with pytest.raises(StoreError, match="unfinished run"):
         store.predictions("unet", "im")
     g.attrs["semscale"] = {"complete": True}
+    store.finish_predictions("unet", "im", changed=True)
     assert (store.predictions("unet", "im")["labels"].compute() == 1).all()
+    # the predicted labels sit beside the image's own, so viewers open them with the image; they are not
+    # one of the image's label sources (target, truth)
+    assert store.root["images/im/labels"].attrs["ome"]["labels"][-1] == "unet" and store.label_names("im") == []
+    assert store.root["images/im/labels/unet"].attrs["ome"]["multiscales"][0]["name"] == "unet"
+    assert "multiscales" in store.root["predictions/unet/im/confidence"].attrs["ome"]
+    with pytest.raises(StoreError, match="other than target or truth"):
+        store.create_predictions("truth", "im", n_classes=4, uncertainty=False, probabilities=False)
     assert store.drop_predictions("im") == ["unet"] and not store.has_predictions("unet", "im", complete=False)
+    assert "unet" not in store.root["images/im/labels"] and store.root["images/im/labels"].attrs["ome"]["labels"] == []
 
     assert store.scratch_group("labelling", "im") is None
     store.scratch_group("labelling", "im", create=True).create_array("a", shape=(2,), dtype="int8")
@@ -54,4 +64,5 @@ def test_prediction_outputs_are_shaped_like_the_sem_and_track_written_chunks(sto
     written = store.chunks_written(arrays["labels"])
     assert written.shape == (3, 4) and written.sum() == 1 and written[0, 1]
     store.finish_predictions("m", "im", changed=True)
-    assert "ome" in g["labels"].attrs
+    assert "image-label" in store.root["images/im/labels/m"].attrs["ome"]
+    assert "multiscales" in g["confidence"].attrs["ome"] and "multiscales" in g["uncertainty"].attrs["ome"]
