@@ -256,6 +256,12 @@ def _cmd_export(args: argparse.Namespace) -> Result:
     from semscale.store import open_store
 
     store = open_store(_store_path(args.store), mode="r")
+    if args.ngff:  # every image with all its label images, for viewers that read only Zarr v2
+        from semscale.io.ngff04 import export_ngff04
+
+        groups = export_ngff04(store, Path(args.out), image_ids=args.image)
+        return Result({"ngff": args.ngff, "files": [str(g) for g in groups]},
+                      f"wrote {len(groups)} NGFF {args.ngff} groups (Zarr v2) to {args.out}")
     model = args.model
     if model is None:
         have = store.prediction_models()

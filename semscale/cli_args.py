@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model whose predictions to export (default: the store's model)")
     p.add_argument("--probabilities", action="store_true", help="also the class probabilities (if predicted)")
     p.add_argument("--image", action="append", metavar="ID", help="only this image (repeatable)")
+    p.add_argument("--ngff", choices=("0.4",),
+                   help="instead: each image with its labels and maps as NGFF 0.4 / Zarr v2 (<id>.ome.zarr)")
 
     p = sub.add_parser("stats", parents=[out],
                        help="microstructure statistics over the time series (fractions, TPB, interfaces, sizes)")

@@ -174,7 +174,10 @@ def report(config: CampaignConfig, store: CampaignStore, *, model: str | None = 
     from semscale.report import build_report
 
     with store.writer("report", optional=True):
-        return build_report(store, config.report, model=model or config.model_name, inference=config.inference)
+        result = build_report(store, config.report, model=model or config.model_name, inference=config.inference)
+        if result["changed"]:  # the report's record is a Zarr attribute: keep the consolidated metadata current
+            store.consolidate()
+    return result
 
 
 def models(store: CampaignStore, *, name: str | None = None) -> list[dict[str, Any]]:

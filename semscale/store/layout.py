@@ -353,6 +353,11 @@ class CampaignStore(StoreOutputs):
         g.attrs["semscale"] = {"factor": int(factor), "elements": sorted(maps), "complete": True, **dict(attrs or {})}
         return g
 
+    def label_group(self, image_id: str, name: str) -> zarr.Group:
+        """The NGFF label group of label image ``name`` (raises StoreError if missing or incomplete)."""
+        self.label_array(image_id, name)  # raises a clear error when missing
+        return group_at(self.root, paths.label(image_id, name))
+
     def label_levels(self, image_id: str, name: str) -> int:
         """Number of pyramid levels (``0, 1, ...``) of label image ``name`` of ``image_id``."""
         self.label_array(image_id, name)  # raises a clear error when missing

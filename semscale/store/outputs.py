@@ -193,6 +193,11 @@ class StoreOutputs:
         out = {"labels": array_at(self.root, key)} if key in self.root else {}
         return out | {name: array_at(g, _map(name)) for name in MAPS if _map(name) in g}
 
+    def map_group(self, model: str, image_id: str, name: str) -> zarr.Group | None:
+        """The NGFF image group of map ``name`` (``confidence``, ``uncertainty``) of a prediction, or None."""
+        g = self.prediction_group(model, image_id)
+        return group_at(g, name) if name in IMAGE_MAPS and name in g else None
+
     def chunks_written(self, array: zarr.Array) -> np.ndarray:
         """Which chunks of ``array`` are stored (bool over its chunk grid); chunks never written read as the
         fill value."""
@@ -209,7 +214,8 @@ class StoreOutputs:
         labels = group_at(self.root, paths.label(image_id, model))
         if changed or level_path(1) not in labels or "multiscales" not in ome_of(labels):
             label_pyramid(labels, name=model, pixel_size_um=self.pixel_size_um, classes=self.classes)
-        set_attrs(labels, complete=True)
+        if not attrs_of(labels).get("complete"):
+            set_attrs(labels, complete=True)
         g = self.prediction_group(model, image_id)
         for name in IMAGE_MAPS:
             if name in g and (changed or "multiscales" not in ome_of(group_at(g, name))):

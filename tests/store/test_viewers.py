@@ -51,3 +51,51 @@ def test_label_images_and_maps_validate_with_ome_zarr_models(tiny_campaign_store
         for name in root[f"images/{image_id}/labels"].attrs["ome"]["labels"]:
             ImageLabel.from_zarr(root[f"images/{image_id}/labels/{name}"])
         Image.from_zarr(root[f"predictions/unet/{image_id}/confidence"])
+
+
+def test_the_napari_ome_zarr_reader_gives_the_image_and_every_label_layer(tiny_campaign_store: Path) -> None:
+    from napari_ome_zarr import napari_get_reader
+
+    root = zarr.open_group(tiny_campaign_store, mode="r")
+    for image_id in IMAGES:
+        path = str(tiny_campaign_store / "images" / image_id)
+        reader = napari_get_reader(path)
+        assert reader is not None
+        layers = reader(path)
+        kinds = [kind for _, _, kind in layers]
+        assert kinds[0] == "image" and kinds.count("image") == 1
+        names = {kw["name"].rsplit("/", 1)[-1]: data for data, kw, kind in layers if kind == "labels"}
+        assert set(names) == {"truth", "unet"} | ({"target"} if image_id != "t030_a" else set())
+        np.testing.assert_array_equal(np.asarray(names["unet"][0]),
+                                      root[f"images/{image_id}/labels/unet/scale0/image"][:])
+        image_kw = layers[0][1]
+        assert image_kw["scale"] == [0.04458, 0.04458]  # µm per pixel, as the config says
+
+
+def test_an_ngff_04_export_opens_in_v2_readers(tiny_campaign_store: Path, tmp_path: Path) -> None:
+    """`semscale export STORE OUT --ngff 0.4`: Zarr v2 groups that the ome-zarr and napari-ome-zarr readers
+    open with the same pixels, labels and scale as the store."""
+    import json
+
+    from napari_ome_zarr import napari_get_reader
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    from semscale.cli import main
+
+    out = tmp_path / "v2"
+    assert main(["export", str(tiny_campaign_store), str(out), "--ngff", "0.4"]) == 0
+    root = zarr.open_group(tiny_campaign_store, mode="r")
+    for image_id in IMAGES:
+        group = out / f"{image_id}.ome.zarr"
+        zattrs = json.loads((group / ".zattrs").read_text())
+        assert zattrs["multiscales"][0]["version"] == "0.4" and zattrs["multiscales"][0]["datasets"][0]["path"] == "0"
+        assert json.loads((group / "0" / ".zarray").read_text())["dimension_separator"] == "/"
+        nodes = list(Reader(parse_url(str(group)))())
+        np.testing.assert_array_equal(np.asarray(nodes[0].data[0]), root[f"images/{image_id}/scale0/image"][:])
+        names = {n.metadata.get("name") for n in nodes[2:]}
+        assert names == {"truth", "unet"} | ({"target"} if image_id != "t030_a" else set())
+        layers = napari_get_reader(str(group))(str(group))
+        unet = next(data for data, kw, kind in layers if kind == "labels" and kw["name"].endswith("/unet"))
+        np.testing.assert_array_equal(np.asarray(unet[0]), root[f"images/{image_id}/labels/unet/scale0/image"][:])
+        assert (out / f"{image_id}_unet_confidence.ome.zarr" / ".zattrs").is_file()
