@@ -20,7 +20,7 @@ import numpy as np
 from semscale.config import InferenceConfig, RobustnessConfig
 from semscale.errors import StoreError
 from semscale.kernels import perturb
-from semscale.kernels.windows import read_symmetric
+from semscale.kernels.windows import central_crop, read_symmetric
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -38,9 +38,9 @@ class Window:
     are the caller's to mirror (:func:`~semscale.kernels.windows.read_symmetric`)."""
 
     def __init__(self, array: Any, edge: int | None) -> None:
-        h, w = array.shape
-        eh, ew = (h, w) if edge is None else (min(h, edge), min(w, edge))
-        self.array, self.origin, self.shape = array, ((h - eh) // 2, (w - ew) // 2), (eh, ew)
+        rows, cols = central_crop(array.shape, edge)
+        self.array, self.origin = array, (rows.start, cols.start)
+        self.shape = (rows.stop - rows.start, cols.stop - cols.start)
         self.dtype = np.dtype(array.dtype)
 
     def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:

@@ -32,6 +32,7 @@ __all__ = [
     "Geometry",
     "align_down",
     "align_up",
+    "central_crop",
     "count_evaluations",
     "gaussian_weights",
     "input_extent",
@@ -192,6 +193,14 @@ def symmetric_index(idx: np.ndarray, n: int) -> np.ndarray:
     """Map any integer positions into ``[0, n)`` by mirroring with the edge repeated (numpy "symmetric")."""
     r = np.mod(idx, 2 * n)
     return np.where(r < n, r, 2 * n - 1 - r)
+
+
+def central_crop(shape: Sequence[int], edge: int | None) -> tuple[slice, slice]:
+    """Rows and columns of the central crop of at most ``edge`` px per side of a 2-D ``shape`` (all of it
+    for ``None``)."""
+    h, w = int(shape[0]), int(shape[1])
+    eh, ew = (h, w) if edge is None else (min(h, edge), min(w, edge))
+    return slice((h - eh) // 2, (h - eh) // 2 + eh), slice((w - ew) // 2, (w - ew) // 2 + ew)
 
 
 def read_symmetric(array: Any, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:

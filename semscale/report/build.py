@@ -23,6 +23,7 @@ import numpy as np
 from semscale._version import __version__
 from semscale.config import InferenceConfig, ReportConfig
 from semscale.errors import StoreError
+from semscale.kernels.windows import central_crop
 from semscale.report import figures
 from semscale.report.page import Section, render
 from semscale.store.location import writing
@@ -39,12 +40,6 @@ PUBLISHED_MINUTES = {
     "U-Net segmentation, stride 256 (fast)": 0.05, "U-Net segmentation, stride 32 (smooth)": 2.87,
 }
 """Minutes per image of the published study (its segmentation on an NVIDIA A100)."""
-
-
-def _crop(shape: Sequence[int], edge: int) -> tuple[slice, slice]:
-    h, w = int(shape[0]), int(shape[1])
-    eh, ew = min(h, edge), min(w, edge)
-    return slice((h - eh) // 2, (h - eh) // 2 + eh), slice((w - ew) // 2, (w - ew) // 2 + ew)
 
 
 def _scores(store: CampaignStore, image_id: str, source: str | tuple[str, str], ref: str) -> dict[str, Any] | None:
@@ -97,7 +92,7 @@ def _segmentation_times(store: CampaignStore, model: str, inference: InferenceCo
     _, facts = resolve_members(members)
     patch = inference.patch_size or facts.patch_size or 256
     arr = store.sem_array(ids[0])
-    crop = np.asarray(arr[_crop(arr.shape, edge)])
+    crop = np.asarray(arr[central_crop(arr.shape, edge)])
     norm = store.norm(ids[0])
     mean_px = float(np.mean([math.prod(store.sem_array(i).shape) for i in ids]))
     modes = [("tile", dataclasses.replace(inference, mode="tile", tta=False)),
@@ -283,7 +278,7 @@ def _overlays(store: CampaignStore, ids: Sequence[str], model: str | None, cfg: 
     names = []
     for i in ids:
         arr = store.sem_array(i)
-        window = _crop(arr.shape, cfg.overlay_px)
+        window = central_crop(arr.shape, cfg.overlay_px)
         sem = np.asarray(arr[window])
 
         target, truth = (np.asarray(store.label_array(i, n)[window]) if store.has_labels(i, n) else None
@@ -314,7 +309,7 @@ def _violins(store: CampaignStore, ids: Sequence[str], model: str | None, cfg: R
         if not store.has_labels(i, "target"):
             continue
         arr = store.sem_array(i)
-        window = _crop(arr.shape, 4 * cfg.overlay_px)
+        window = central_crop(arr.shape, 4 * cfg.overlay_px)
         sources = {"target": np.asarray(store.label_array(i, "target")[window])}
         if model and store.has_predictions(model, i):
             sources["prediction"] = np.asarray(store.prediction_arrays(model, i)["labels"][window])
