@@ -112,6 +112,29 @@ class Pointwise:
         return (z / z.sum(-1, keepdims=True)).astype(np.float32)
 
 
+def tiled_reference(image: np.ndarray, *, predict_fn: PredictFn, geom: Geometry) -> np.ndarray:
+    """Tile mode as its definition reads, for any halo: tiles of ``tile_size`` on the image's global grid,
+    each run on its own with ``halo`` px of context beyond the pooling grid (mirrored at the borders) and
+    cropped. With the exact halo it equals :func:`reference_predict`'s single pass."""
+    h, w = image.shape
+    m, halo, tile = geom.multiple, geom.halo, geom.tile_size
+    big = halo + 2 * max(h, w)
+    xpad = np.pad(image, big, mode="symmetric")
+    out: np.ndarray | None = None
+    for y0 in range(0, h, tile):
+        y1 = min(y0 + tile, h)
+        a0, a1 = y0 // m * m - halo, -(-y1 // m) * m + halo
+        for x0 in range(0, w, tile):
+            x1 = min(x0 + tile, w)
+            b0, b1 = x0 // m * m - halo, -(-x1 // m) * m + halo
+            prob = _run(predict_fn, xpad[a0 + big : a1 + big, b0 + big : b1 + big], geom.tta)
+            if out is None:
+                out = np.zeros((h, w, prob.shape[-1]), np.float32)
+            out[y0:y1, x0:x1] = prob[y0 - a0 : y1 - a0, x0 - b0 : x1 - b0]
+    assert out is not None
+    return out
+
+
 def keras_fn(path: Path) -> tuple[PredictFn, dict[str, Any]]:
     """A saved model as a plain function (loaded directly, not through the worker cache) and its sidecar."""
     import keras

@@ -217,6 +217,11 @@ class InferenceConfig:
     """Window stride (px) for ``average``/``gaussian``; default: the patch size (the paper's fast setting)."""
     tile_size: int = 1024
     """Largest tile edge (px) in ``tile`` mode; tiles are also cut at block edges."""
+    halo: int | None = None
+    """Context (px) on each side of a tile in ``tile`` mode, rounded up to the network's pooling multiple;
+    null: the receptive field's one-sided extent, so every tile's centre equals the whole image's output
+    exactly. A smaller halo evaluates fewer pixels per output pixel and agrees less (``benchmarks/README.md``,
+    halo sweep)."""
     sigma_fraction: float = 0.125
     """``gaussian``: σ of the window weights as a fraction of the patch size."""
     tta: bool = False
@@ -241,6 +246,8 @@ class InferenceConfig:
             _check(self.stride >= 1 and (self.patch_size is None or self.stride <= self.patch_size),
                    "inference.stride", f"an integer in 1..{top}", self.stride)
         _check(self.tile_size >= 16, "inference.tile_size", "an integer >= 16", self.tile_size)
+        if self.halo is not None:
+            _check(self.halo >= 0, "inference.halo", "an integer >= 0 or null (exact)", self.halo)
         _check(self.sigma_fraction > 0, "inference.sigma_fraction", "a positive number", self.sigma_fraction)
         _check(self.batch_size >= 1, "inference.batch_size", "an integer >= 1", self.batch_size)
         if self.block_size is not None:

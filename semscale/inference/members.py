@@ -77,7 +77,7 @@ def make_geometry(cfg: InferenceConfig, facts: ModelFacts) -> Geometry:
     """The one place a :class:`Geometry` is built: settings from ``cfg``, network facts from ``facts``.
 
     ``patch_size`` defaults to the model's (sidecar) and ``stride`` to the patch size; the halo is the
-    receptive field's one-sided extent rounded up to the network's multiple. Networks that normalise each
+    receptive field's one-sided extent (or ``cfg.halo``) rounded up to the network's multiple. Networks that normalise each
     window (``patch-l2``) or take one input size only run in the window modes, at that size."""
     patch = cfg.patch_size if cfg.patch_size is not None else facts.patch_size
     stride = cfg.stride if cfg.stride is not None else patch
@@ -90,7 +90,8 @@ def make_geometry(cfg: InferenceConfig, facts: ModelFacts) -> Geometry:
         raise ConfigError(f"Expected `inference.patch_size` {facts.input_size} (the model's fixed input). Got "
                           f"{patch}; leave it unset.")
     return Geometry(
-        mode=cfg.mode, patch_size=patch, stride=stride, halo=align_up(facts.halo_px, facts.multiple),
+        mode=cfg.mode, patch_size=patch, stride=stride,
+        halo=align_up(facts.halo_px if cfg.halo is None else cfg.halo, facts.multiple),
         multiple=facts.multiple, tile_size=cfg.tile_size, sigma_fraction=cfg.sigma_fraction, tta=cfg.tta,
         batch_size=cfg.batch_size,
     )

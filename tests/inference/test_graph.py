@@ -12,7 +12,15 @@ import pytest
 from semscale.config import InferenceConfig
 from semscale.errors import ConfigError
 from semscale.inference import layout_for, predict
-from tests.oracles import ConstantNet, Pointwise, PositionNet, geometry, keras_fn, reference_predict
+from tests.oracles import (
+    ConstantNet,
+    Pointwise,
+    PositionNet,
+    geometry,
+    keras_fn,
+    reference_predict,
+    tiled_reference,
+)
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +121,30 @@ def test_unet_modes_equal_reference_and_chunkings_agree(client, tiny_unet_path, 
         results.append(labels)
     np.testing.assert_array_equal(results[0], results[1])
     np.testing.assert_array_equal(results[0], ref.argmax(-1))
+
+
+def test_a_smaller_tile_halo_is_what_tile_mode_computes_at_any_chunking(tiny_unet_path, odd_image):
+    """``inference.halo``: tiles get that context (rounded up to the pooling multiple) instead of the
+    receptive field's; the output equals tiles on the global grid run one by one with that halo, for any
+    chunks whose edges lie on that grid (others are refused), and differs from the exact-halo output (the setting takes effect)."""
+    fn, meta = keras_fn(tiny_unet_path)
+    assert meta["halo_px"] > 8
+    cfg = InferenceConfig(mode="tile", tile_size=32, halo=6)  # rounded up to 8 (multiple 4)
+    geom = geometry(cfg, multiple=meta["multiple"], halo_px=meta["halo_px"])
+    assert geom.halo == 8
+    ref = tiled_reference(odd_image, predict_fn=fn, geom=geom)
+    for chunks in [(64, 64), (32, 96), (101, 77)]:  # block edges on the tile grid
+        probs = predict(da.from_array(odd_image, chunks=chunks), models=[tiny_unet_path], cfg=cfg)["probabilities"]
+        np.testing.assert_allclose(probs.compute(), ref, rtol=0, atol=2e-6)
+    with pytest.raises(ConfigError, match=r"block edges on multiples of inference\.tile_size \(32 px\)"):
+        predict(da.from_array(odd_image, chunks=(37, 50)), models=[tiny_unet_path], cfg=cfg)
+    exact_geom = geometry(InferenceConfig(mode="tile", tile_size=32), multiple=meta["multiple"],
+                          halo_px=meta["halo_px"])
+    exact = reference_predict(odd_image, predict_fn=fn, geom=exact_geom)
+    np.testing.assert_allclose(tiled_reference(odd_image, predict_fn=fn, geom=exact_geom), exact, atol=2e-6)
+    assert np.abs(exact - ref).max() > 1e-3
+    with pytest.raises(ConfigError, match=r"inference\.halo"):
+        InferenceConfig(halo=-1)
 
 
 def test_tasks_carry_paths_not_models(tiny_unet_path):
