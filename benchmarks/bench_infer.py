@@ -251,8 +251,9 @@ def run_workers(store: Any, model: Path, n_workers: int) -> dict[str, Any]:
     return res
 
 
-def mosaic(out: Path, size: int) -> dict[str, Any]:
-    """Peak RSS of tile-mode Zarr→Zarr prediction on a size×size mosaic with a tiny model (fresh process)."""
+def mosaic(out: Path, size: int, *, paper: bool = False, halo: int | None = None) -> dict[str, Any]:
+    """Peak RSS of tile-mode Zarr→Zarr prediction on a size×size mosaic (fresh process) with a tiny model,
+    or with ``paper`` the trained paper U-Net of ``OUT/unet`` (train it first with ``halosweep`` or ``all``)."""
     import resource
 
     from semscale.config import InferenceConfig
@@ -264,6 +265,9 @@ def mosaic(out: Path, size: int) -> dict[str, Any]:
     tiny = out / "tiny" / "tiny.keras"
     if not tiny.exists():
         save_model(build_unet(filters=(4, 8, 16), seed=0), tiny, sidecar={"patch_size": 256})
+    model, name = (out / "unet" / "member_0.keras", "paper") if paper else (tiny, "tiny")
+    if not model.exists():
+        raise SystemExit(f"no trained paper U-Net at {model}: run `halosweep` or `all` with --out {out} first")
     path = out / f"mosaic_{size}.zarr"
     s = create_store(path, name="mosaic", pixel_size_um=0.04458)
     if not s.has_image("m"):
@@ -275,9 +279,10 @@ def mosaic(out: Path, size: int) -> dict[str, Any]:
         s.finish_image("m", norm=src.norm("bench"))
     with PeakRSS() as rss:
         t0 = time.perf_counter()
-        predict_to_store(s, "m", InferenceConfig(mode="tile"), models=[tiny], model_name="tiny", overwrite=True)
+        predict_to_store(s, "m", InferenceConfig(mode="tile", halo=halo), models=[model], model_name=name,
+                         overwrite=True)
         dt = time.perf_counter() - t0
-    res = {"size": size, "mpx": size * size / 1e6, "seconds": dt, "mpx_per_s": size * size / 1e6 / dt,
+    res = {"size": size, "model": name, "halo": halo, "mpx": size * size / 1e6, "seconds": dt, "mpx_per_s": size * size / 1e6 / dt,
            "peak_rss_mib_predict": rss.peak, "max_rss_mib_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     print("RESULT " + json.dumps(res), flush=True)
     return res
@@ -462,6 +467,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--size", type=int, default=16384)
     ap.add_argument("--reps", type=int, default=3, help="halo: interleaved repeats per variant")
     ap.add_argument("--train-seconds", type=float, default=420)
+    ap.add_argument("--paper", action="store_true", help="mosaic: the trained paper U-Net instead of a tiny one")
+    ap.add_argument("--halo", type=int, default=None, help="mosaic: inference.halo (default: exact)")
     ap.add_argument("--skip", nargs="*", default=[], help="parts to skip: s64 s32 workers mosaic")
     return ap
 
@@ -471,7 +478,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("SEMSCALE_PROGRESS", "0")
     if args.what == "mosaic":
-        mosaic(args.out, args.size)
+        mosaic(args.out, args.size, paper=args.paper, halo=args.halo)
         return
     if args.what == "halo":
         print(json.dumps(halo(args.out, reps=args.reps), indent=2))
