@@ -220,8 +220,8 @@ class InferenceConfig:
     halo: int | None = None
     """Context (px) on each side of a tile in ``tile`` mode, rounded up to the network's pooling multiple;
     null: the receptive field's one-sided extent, so every tile's centre equals the whole image's output
-    exactly. A smaller halo evaluates fewer pixels per output pixel and agrees less; it needs block edges on
-    multiples of ``tile_size``. For the paper U-Net (exact 112 px) 16 px keeps 99.96 % of the labels
+    exactly (a larger setting is the same). A smaller halo evaluates fewer pixels per output pixel and agrees
+    less; it needs block edges on multiples of ``tile_size``. For the paper U-Net (exact 112 px) 16 px keeps 99.96 % of the labels
     (``benchmarks/README.md``, tile halo sweep)."""
     sigma_fraction: float = 0.125
     """``gaussian``: σ of the window weights as a fraction of the patch size."""

@@ -28,6 +28,7 @@ from semscale.inference.members import (
     input_norm,
     make_geometry,
     member_fns,
+    reduced_halo,
     resolve_members,
 )
 from semscale.kernels.blending import Core, predict_region
@@ -98,20 +99,20 @@ class Layout:
         return y, x
 
 
-def layout_for(chunks: Sequence[Sequence[int]], geom: Geometry, *, set_halo: bool = False) -> Layout:
+def layout_for(chunks: Sequence[Sequence[int]], geom: Geometry, *, reduced_halo: bool = False) -> Layout:
     """The :class:`Layout` of an image chunked as ``chunks`` (its cores) under ``geom``.
 
-    ``set_halo``: ``inference.halo`` is set. A tile's output then depends on the tile's own extent, so every
+    ``reduced_halo``: ``inference.halo`` is below the receptive field's. A tile's output then depends on the tile's own extent, so every
     core edge inside the image must lie on the global tile grid (multiples of ``tile_size``): the tiles are
     then the same whatever the chunking, and so is the output."""
     cores = (tuple(chunks[0]), tuple(chunks[1]))
-    if set_halo and geom.mode == "tile":
+    if reduced_halo and geom.mode == "tile":
         for axis, sizes in zip(("rows", "columns"), cores):
             edges = np.cumsum(sizes)[:-1]
             if (edges % geom.tile_size).any():
                 raise ConfigError(
                     f"Expected block edges on multiples of inference.tile_size ({geom.tile_size} px) when "
-                    f"inference.halo is set. Got block {axis} of {', '.join(map(str, sizes[:4]))}"
+                    f"inference.halo ({geom.halo} px) is below the network's receptive field. Got block {axis} of {', '.join(map(str, sizes[:4]))}"
                     f"{' ...' if len(sizes) > 4 else ''} px; make inference.block_size (or the chunks) a multiple "
                     "of tile_size, or leave inference.halo null (exact, any blocks).")
     d0, d1 = required_depth(cores, geom)
@@ -268,7 +269,7 @@ def predict(
         check_image(image, norm)
     geom = make_geometry(cfg, facts)
     k = facts.n_classes
-    layout = layout_for(image.chunks, geom, set_halo=cfg.halo is not None)
+    layout = layout_for(image.chunks, geom, reduced_halo=reduced_halo(cfg, facts))
     fn = _PredictTask(tuple(members), geom, norm)
     stacked = map_tasks(image, fn, layout, channels=k + 2)
     probs = stacked[..., :k]

@@ -73,12 +73,18 @@ class ModelFacts:
     """Probability maps the ensemble yields per pixel: one per member, or its Monte-Carlo dropout passes."""
 
 
+def reduced_halo(cfg: InferenceConfig, facts: ModelFacts) -> bool:
+    """Whether ``cfg.halo`` gives tiles less context than the receptive field (then output depends on where
+    tiles are cut, and blocks must lie on the tile grid); a larger setting is the exact halo."""
+    return cfg.mode == "tile" and cfg.halo is not None and cfg.halo < facts.halo_px
+
+
 def make_geometry(cfg: InferenceConfig, facts: ModelFacts) -> Geometry:
     """The one place a :class:`Geometry` is built: settings from ``cfg``, network facts from ``facts``.
 
     ``patch_size`` defaults to the model's (sidecar) and ``stride`` to the patch size; the halo is the
-    receptive field's one-sided extent (or ``cfg.halo``) rounded up to the network's multiple. Networks that normalise each
-    window (``patch-l2``) or take one input size only run in the window modes, at that size."""
+    receptive field's one-sided extent (or a smaller ``cfg.halo``) rounded up to the network's multiple.
+    Networks that normalise each window (``patch-l2``) or take one input size only run in the window modes, at that size."""
     patch = cfg.patch_size if cfg.patch_size is not None else facts.patch_size
     stride = cfg.stride if cfg.stride is not None else patch
     if cfg.mode == "tile" and (facts.normalisation == "patch-l2" or facts.input_size is not None):
@@ -91,7 +97,8 @@ def make_geometry(cfg: InferenceConfig, facts: ModelFacts) -> Geometry:
                           f"{patch}; leave it unset.")
     return Geometry(
         mode=cfg.mode, patch_size=patch, stride=stride,
-        halo=align_up(facts.halo_px if cfg.halo is None else cfg.halo, facts.multiple),
+        halo=align_up(cfg.halo if cfg.halo is not None and reduced_halo(cfg, facts) else facts.halo_px,
+                      facts.multiple),
         multiple=facts.multiple, tile_size=cfg.tile_size, sigma_fraction=cfg.sigma_fraction, tta=cfg.tta,
         batch_size=cfg.batch_size,
     )

@@ -33,6 +33,7 @@ from semscale.inference.members import (
     ModelRef,
     input_norm,
     make_geometry,
+    reduced_halo,
     resolve_members,
     store_models,
 )
@@ -227,7 +228,7 @@ def predict_to_store(
     markers = _prepare(store, name, image_id, params, grid=grid, facts=facts, n_members=len(members), cfg=cfg,
                        overwrite=overwrite)
     pending = _pending(store, name, image_id, markers, grid)
-    layout = layout_for(grid.chunks(), geom, set_halo=cfg.halo is not None)
+    layout = layout_for(grid.chunks(), geom, reduced_halo=reduced_halo(cfg, facts))
     task = _BlockTask(tuple(members), geom, input_norm(facts, store.norm(image_id)),
                       store.prediction_arrays(name, image_id), markers.array, markers.token)
     sem = store.sem_array(image_id) if _HALO_READS else store.sem(image_id)

@@ -126,7 +126,8 @@ def test_unet_modes_equal_reference_and_chunkings_agree(client, tiny_unet_path, 
 def test_a_smaller_tile_halo_is_what_tile_mode_computes_at_any_chunking(tiny_unet_path, odd_image):
     """``inference.halo``: tiles get that context (rounded up to the pooling multiple) instead of the
     receptive field's; the output equals tiles on the global grid run one by one with that halo, for any
-    chunks whose edges lie on that grid (others are refused), and differs from the exact-halo output (the setting takes effect)."""
+    chunks whose edges lie on that grid (others are refused), and differs from the exact-halo output (the
+    setting takes effect); a halo wider than the receptive field is the exact one, at any chunking."""
     fn, meta = keras_fn(tiny_unet_path)
     assert meta["halo_px"] > 8
     cfg = InferenceConfig(mode="tile", tile_size=32, halo=6)  # rounded up to 8 (multiple 4)
@@ -143,6 +144,10 @@ def test_a_smaller_tile_halo_is_what_tile_mode_computes_at_any_chunking(tiny_une
     exact = reference_predict(odd_image, predict_fn=fn, geom=exact_geom)
     np.testing.assert_allclose(tiled_reference(odd_image, predict_fn=fn, geom=exact_geom), exact, atol=2e-6)
     assert np.abs(exact - ref).max() > 1e-3
+    wide = InferenceConfig(mode="tile", tile_size=32, halo=meta["halo_px"] + 50)  # more than exact: exact
+    assert geometry(wide, multiple=meta["multiple"], halo_px=meta["halo_px"]) == exact_geom
+    np.testing.assert_allclose(predict(da.from_array(odd_image, chunks=(37, 50)), models=[tiny_unet_path],
+                                       cfg=wide)["probabilities"].compute(), exact, rtol=0, atol=2e-6)
     with pytest.raises(ConfigError, match=r"inference\.halo"):
         InferenceConfig(halo=-1)
 
