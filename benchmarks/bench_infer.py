@@ -262,12 +262,11 @@ def mosaic(out: Path, size: int, *, paper: bool = False, halo: int | None = None
     from semscale.training.unet import build_unet, save_model
 
     src = bench_store(out)
-    tiny = out / "tiny" / "tiny.keras"
-    if not tiny.exists():
-        save_model(build_unet(filters=(4, 8, 16), seed=0), tiny, sidecar={"patch_size": 256})
-    model, name = (out / "unet" / "member_0.keras", "paper") if paper else (tiny, "tiny")
+    model, name = (out / "unet" / "member_0.keras", "paper") if paper else (out / "tiny" / "tiny.keras", "tiny")
     if not model.exists():
-        raise SystemExit(f"no trained paper U-Net at {model}: run `halosweep` or `all` with --out {out} first")
+        if paper:
+            raise SystemExit(f"no trained paper U-Net at {model}: run `halosweep` or `all` with --out {out} first")
+        save_model(build_unet(filters=(4, 8, 16), seed=0), model, sidecar={"patch_size": 256})
     path = out / f"mosaic_{size}.zarr"
     s = create_store(path, name="mosaic", pixel_size_um=0.04458)
     if not s.has_image("m"):
@@ -368,6 +367,14 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _scores(lab: np.ndarray, truth: np.ndarray, lab32: np.ndarray | None) -> dict[str, float]:
+    """Accuracy vs truth (image and crop) and, with the s=32 crop labels, agreement with them."""
+    res = {"accuracy": float((lab == truth).mean()), "accuracy_crop": float((lab[CROP] == truth[CROP]).mean())}
+    if lab32 is not None:
+        res["agreement_s32_crop"] = float((lab[CROP] == lab32).mean())
+    return res
+
+
 def _accuracies(store: Any, results: dict[str, Any], out: Path) -> None:
     """Accuracy vs truth (image and crop) and agreement with average s=32 on the crop, per run."""
     truth = store.labels("bench", "truth").compute()
@@ -377,11 +384,7 @@ def _accuracies(store: Any, results: dict[str, Any], out: Path) -> None:
             r["accuracy_crop"] = float((lab32 == truth[CROP]).mean())
             r["agreement_s32_crop"] = 1.0
             continue
-        lab = store.predictions(name, "bench")["labels"].compute()
-        r["accuracy"] = float((lab == truth).mean())
-        r["accuracy_crop"] = float((lab[CROP] == truth[CROP]).mean())
-        if lab32 is not None:
-            r["agreement_s32_crop"] = float((lab[CROP] == lab32).mean())
+        r.update(_scores(store.predictions(name, "bench")["labels"].compute(), truth, lab32))
 
 
 HALOS = (16, 32, 48, 64, 80, 96)
@@ -409,9 +412,7 @@ def halo_sweep(out: Path, *, train_seconds: float, blocks: tuple[int, ...] = (10
             lab = store.predictions(name, "bench")["labels"].compute()
             if exact is None:
                 exact = lab
-            r.update(block=block, halo=h, accuracy=float((lab == truth).mean()),
-                     accuracy_crop=float((lab[CROP] == truth[CROP]).mean()),
-                     agreement_exact=float((lab == exact).mean()), agreement_s32_crop=float((lab[CROP] == lab32).mean()))
+            r.update(block=block, halo=h, agreement_exact=float((lab == exact).mean()), **_scores(lab, truth, lab32))
             log(f"  halo {h or 'exact'}: agreement with exact {r['agreement_exact']:.4%}, "
                 f"with s=32 {r['agreement_s32_crop']:.4%}, accuracy {r['accuracy']:.4%}")
             rows.append(r)

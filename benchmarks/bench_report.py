@@ -14,7 +14,8 @@ tile mode), ``robustness`` and ``report``.
 
 ``--cases one`` runs one level per perturbation (blur σ 1, brightness 1.2, noise σ 0.05, magnification 2)
 plus the unperturbed image, and extrapolates the default sweep (19 cases) by segmented area: a case at
-magnification m segments m² times the image, every other case the image once; ``--cases all`` runs the default sweep itself. ``--crop`` sets
+magnification m segments m² times the image, every other case the image once; ``--cases all`` runs the
+default sweep itself. ``--crop`` sets
 ``robustness.crop`` (default: the config's, the whole image). JSON goes to stdout or ``--out``, a summary
 to stderr.
 """
@@ -47,8 +48,6 @@ def make_campaign(out: Path, *, n_images: int, shape: tuple[int, int]) -> Path:
     train = {0, n_images // 2, n_images - 1}
     for k, entry in enumerate(data["images"]):
         entry["role"] = "train" if k in train else "predict"
-        for element in ("Ni", "O", "Zr"):
-            entry.pop(element, None)
         entry.pop("eds", None)
     data["training"] = {"recipe": "cpu", "label_source": "truth", "init_weights": "synthetic", "epochs": 1,
                         "steps_per_epoch": 20, "budget_min": None, "name": "unet"}
@@ -87,13 +86,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seconds = summary["stage_seconds"]
     n_cases = len(robustness.cases())
     default_cases = len(RobustnessConfig().cases())
-    per_case_image = seconds["robustness"] / (area(robustness) * args.images)
+    per_image_area = seconds["robustness"] / (area(robustness) * args.images)
     result = {
         "images": args.images, "shape": list(args.shape), "crop": robustness.crop, "cases": n_cases,
         "simulate_s": round(simulate_s, 1),
         "stage_seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "robustness_s_per_image_area": round(per_case_image, 2),
-        "robustness_default_sweep_s": round(per_case_image * area(RobustnessConfig()) * args.images, 1)
+        "robustness_s_per_image_area": round(per_image_area, 2),
+        "robustness_default_sweep_s": round(per_image_area * area(RobustnessConfig()) * args.images, 1)
         if args.cases == "one" else round(seconds["robustness"], 1),
         "default_cases": default_cases,
         "robustness_accuracy": summary.get("robustness"),
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(text)
     print(f"{args.images} images of {args.shape[0]}×{args.shape[1]} px: predict {seconds['predict']:.0f} s, "
           f"robustness {seconds['robustness']:.0f} s for {n_cases} cases "
-          f"({per_case_image:.1f} s per image-sized case; the default {default_cases}-case sweep: "
+          f"({per_image_area:.1f} s per image-sized case; the default {default_cases}-case sweep: "
           f"{result['robustness_default_sweep_s']:.0f} s), report {seconds['report']:.0f} s", file=sys.stderr)
     return result
 

@@ -50,14 +50,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     import xarray as xr
 
     stats = xr.open_zarr(str(cfg.store), group="stats").sortby("oxidation_min")
-    nio = {
-        "oxidation_min": [float(t) for t in stats["oxidation_min"].values],
-        model: [round(float(v), 4) for v in stats["fraction"].sel(phase="NiO").values],
-        f"{model} 95 % interval": [[round(float(v), 4) for v in row]
-                                   for row in stats["fraction_ci"].sel(phase="NiO").values],
-    }
+    nio = {"oxidation_min": stats["oxidation_min"].values.tolist(),
+           model: stats["fraction"].sel(phase="NiO").round(4).values.tolist(),
+           f"{model} 95 % interval": stats["fraction_ci"].sel(phase="NiO").round(4).values.tolist()}
     if "fraction_truth" in stats:
-        nio["truth"] = [round(float(v), 4) for v in stats["fraction_truth"].sel(phase="NiO").values]
+        nio["truth"] = stats["fraction_truth"].sel(phase="NiO").round(4).values.tolist()
 
     result: dict[str, object] = {"image": image_id, "model": model, "agreement_with_store": same,
                                  "nio_fraction": nio}

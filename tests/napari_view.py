@@ -20,23 +20,22 @@ def main(group: str, out: Path) -> None:
 
     viewer = napari.Viewer(show=True)
     viewer.open(group, plugin="napari-ome-zarr")
-    layers = []
+    layers, labels = [], []
     for layer in viewer.layers:
         kind = type(layer).__name__.lower()
         short = layer.name.rsplit("/", 1)[-1]
+        level0 = np.asarray(layer.data[0] if layer.multiscale else layer.data)
         layers.append({"name": layer.name, "short": short, "kind": kind, "scale": [float(s) for s in layer.scale],
-                       "shape": list(np.shape(layer.data[0] if layer.multiscale else layer.data))})
+                       "shape": list(level0.shape)})
         if kind == "labels":
-            level0 = layer.data[0] if layer.multiscale else layer.data
-            np.save(out / f"{short}.npy", np.asarray(level0))
+            np.save(out / f"{short}.npy", level0)
+            labels.append((short, layer))
     viewer.reset_view()
-    for layer in viewer.layers:
-        if type(layer).__name__ != "Labels":
-            continue
+    for short, layer in labels:
         for other in viewer.layers:
             other.visible = other is layer
         layer.opacity = 1.0
-        iio.imwrite(out / f"{layer.name.rsplit('/', 1)[-1]}.png", viewer.screenshot(canvas_only=True, flash=False))
+        iio.imwrite(out / f"{short}.png", viewer.screenshot(canvas_only=True, flash=False))
     (out / "layers.json").write_text(json.dumps(layers))
     viewer.close()
 

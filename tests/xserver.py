@@ -1,5 +1,6 @@
 """A real X server for tests that drive a GUI: Xvfb (Debian's ``xvfb``, installed by .ci/run) on a display
-number it picks itself, listening on no TCP port, stopped when the block ends."""
+number it picks itself, listening on no TCP port, stopped when the block ends; GUI programs run as
+subprocesses with the environment it yields."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from collections.abc import Iterator
 
 
 @contextlib.contextmanager
-def xvfb(*, screen: str = "1280x1024x24") -> Iterator[str]:
-    """Start Xvfb and yield its ``DISPLAY`` (``":N"``)."""
+def xvfb(*, screen: str = "1280x1024x24") -> Iterator[dict[str, str]]:
+    """Start Xvfb and yield the environment of a Qt program on it (this process's, with ``DISPLAY`` set and
+    Qt on its X11 platform)."""
     binary = shutil.which("Xvfb")
     if binary is None:
         raise RuntimeError("Expected Xvfb on PATH (Debian: `apt-get install xvfb`, as .ci/run does). Got none.")
@@ -25,7 +27,7 @@ def xvfb(*, screen: str = "1280x1024x24") -> Iterator[str]:
             number = pipe.readline().strip()
         if not number:
             raise RuntimeError(f"Xvfb exited without a display: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
-        yield f":{number}"
+        yield {**os.environ, "DISPLAY": f":{number}", "QT_QPA_PLATFORM": "xcb"}
     finally:
         proc.terminate()
         try:
