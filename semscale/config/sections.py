@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from semscale.config.validation import ID_PATTERN, Switch, _check, _switch
+from semscale.errors import ConfigError
 
-__all__ = ["PERTURBATIONS", "TRAINING_RECIPES", "ClusterConfig", "InferenceConfig", "IngestConfig",
+__all__ = ["PERTURBATIONS", "TRAINING_RECIPES", "Augment", "ClusterConfig", "InferenceConfig", "IngestConfig",
            "LabellingConfig", "ReportConfig", "RobustnessConfig", "StatsConfig", "TrainingConfig"]
 
 
@@ -54,6 +57,65 @@ class LabellingConfig:
 
 
 @dataclass(frozen=True)
+class Augment:
+    """On-the-fly augmentation settings; intensities in normalised units (image range ≈ 0..1)."""
+
+    dihedral: bool = True
+    """Random one of the 8 flips/rotations, identical on image and labels."""
+    blur_prob: float = 0.3
+    blur_sigma: tuple[float, float] = (0.5, 1.5)
+    """Gaussian blur σ range (px)."""
+    contrast_prob: float = 0.5
+    contrast: tuple[float, float] = (0.8, 1.25)
+    """Contrast factor range, applied about the patch mean."""
+    brightness_prob: float = 0.5
+    brightness: tuple[float, float] = (-0.1, 0.1)
+    """Additive brightness range."""
+    noise_prob: float = 0.5
+    noise_sigma: tuple[float, float] = (0.0, 0.03)
+    """Gaussian σ range of the Gaussian–Poisson noise."""
+    poisson_scale: float = 255.0
+    """C in ``I' = Poisson(I·C)/C + N(0, σ)``."""
+
+    def __post_init__(self) -> None:
+        for name in ("blur_prob", "contrast_prob", "brightness_prob", "noise_prob"):
+            _check(0 <= getattr(self, name) <= 1, f"training.augment.{name}", "a probability in [0, 1]",
+                   getattr(self, name))
+        for name in ("blur_sigma", "contrast", "brightness", "noise_sigma"):
+            lo_hi = getattr(self, name)
+            _check(len(lo_hi) == 2 and lo_hi[0] <= lo_hi[1], f"training.augment.{name}", "a range [low, high]",
+                   list(lo_hi))
+        _check(self.poisson_scale > 0, "training.augment.poisson_scale", "a positive number", self.poisson_scale)
+
+    @classmethod
+    def none(cls) -> Augment:
+        return cls(dihedral=False, blur_prob=0.0, contrast_prob=0.0, brightness_prob=0.0, noise_prob=0.0)
+
+    @classmethod
+    def geometric_only(cls) -> Augment:
+        return cls(blur_prob=0.0, contrast_prob=0.0, brightness_prob=0.0, noise_prob=0.0)
+
+    @classmethod
+    def coerce(cls, value: bool | Mapping[str, Any] | Augment | None) -> Augment:
+        """``True`` → defaults, ``False``/``None`` → none, a dict → defaults updated by its keys."""
+        if isinstance(value, Augment):
+            return value
+        if value is None or value is False:
+            return cls.none()
+        if value is True:
+            return cls()
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise ConfigError(f"Expected augmentation keys among {sorted(names)} for `augment`. Got {unknown}.")
+        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+        return cls(**kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass(frozen=True)
 class TrainingConfig:
     """U-Net training; defaults follow the published method (256² patches, batch 32, Adam 1e-3).
 
@@ -73,8 +135,9 @@ class TrainingConfig:
     learning_rate: float = 1e-3
     filters: tuple[int, ...] = (16, 32, 64, 128, 256)
     dropout: tuple[float, ...] = (0.1, 0.1, 0.2, 0.2, 0.3)
-    augment: bool = True
-    """Dihedral flips/rotations, blur, contrast, brightness and Gaussian–Poisson noise on the fly."""
+    augment: bool | Augment = True
+    """Dihedral flips/rotations, blur, contrast, brightness and Gaussian–Poisson noise on the fly: true (the
+    :class:`Augment` defaults), false (none), or a mapping of :class:`Augment` keys over its defaults."""
     ensemble: int = 1
     """Number of ensemble members (member k trains with seed ``seed + k``)."""
     split: Literal["tiles", "images"] = "tiles"

@@ -65,7 +65,7 @@ def _type_name(tp: Any) -> str:
         return f"{inner} or null" if len(args) < len(typing.get_args(tp)) else inner
     if origin is tuple:
         return f"a list of {_type_name(typing.get_args(tp)[0])}s"
-    if origin is dict:
+    if origin is dict or dataclasses.is_dataclass(tp):
         return "a mapping"
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string",
             Path: "a file path (string)"}.get(tp, getattr(tp, "__name__", str(tp)))
@@ -79,6 +79,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         for arg in (a for a in args if a is not type(None)):
+            if dataclasses.is_dataclass(arg) and isinstance(value, Mapping):
+                return _coerce(value, arg, key)  # a section's own error (its unknown or wrong key) stands
             try:
                 return _coerce(value, arg, key)
             except _FieldError:
@@ -96,7 +98,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise _FieldError(key, f"expected {_type_name(tp)}, got {_describe(value)}")
         (item_tp, *_rest) = typing.get_args(tp)
         return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
-    if tp is bool:
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, Mapping):
+            return _build_section(tp, value, key)
+    elif tp is bool:
         if isinstance(value, bool):
             return value
     elif tp is int:

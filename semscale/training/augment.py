@@ -8,65 +8,11 @@ that generator's seed.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 
-from semscale.errors import ConfigError
+from semscale.config.sections import Augment
 
 __all__ = ["Augment", "augment_pair", "dihedral"]
-
-
-@dataclass(frozen=True)
-class Augment:
-    """On-the-fly augmentation settings; intensities in normalised units (image range ≈ 0..1)."""
-
-    dihedral: bool = True
-    """Random one of the 8 flips/rotations, identical on image and labels."""
-    blur_prob: float = 0.3
-    blur_sigma: tuple[float, float] = (0.5, 1.5)
-    """Gaussian blur σ range (px)."""
-    contrast_prob: float = 0.5
-    contrast: tuple[float, float] = (0.8, 1.25)
-    """Contrast factor range, applied about the patch mean."""
-    brightness_prob: float = 0.5
-    brightness: tuple[float, float] = (-0.1, 0.1)
-    """Additive brightness range."""
-    noise_prob: float = 0.5
-    noise_sigma: tuple[float, float] = (0.0, 0.03)
-    """Gaussian σ range of the Gaussian–Poisson noise."""
-    poisson_scale: float = 255.0
-    """C in ``I' = Poisson(I·C)/C + N(0, σ)``."""
-
-    @classmethod
-    def none(cls) -> Augment:
-        return cls(dihedral=False, blur_prob=0.0, contrast_prob=0.0, brightness_prob=0.0, noise_prob=0.0)
-
-    @classmethod
-    def geometric_only(cls) -> Augment:
-        return cls(blur_prob=0.0, contrast_prob=0.0, brightness_prob=0.0, noise_prob=0.0)
-
-    @classmethod
-    def coerce(cls, value: bool | Mapping[str, Any] | Augment | None) -> Augment:
-        """``True`` → defaults, ``False``/``None`` → none, a dict → defaults updated by its keys."""
-        if isinstance(value, Augment):
-            return value
-        if value is None or value is False:
-            return cls.none()
-        if value is True:
-            return cls()
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(value) - names)
-        if unknown:
-            raise ConfigError(f"Expected augmentation keys among {sorted(names)} for `augment`. Got {unknown}.")
-        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
-        return cls(**kw)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
 def dihedral(a: np.ndarray, k: int) -> np.ndarray:

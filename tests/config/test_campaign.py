@@ -221,6 +221,24 @@ def test_training_recipe_sets_defaults_under_the_keys_given(campaign_dir: Path) 
         load_config(_write(campaign_dir, data))
 
 
+def test_augment_is_a_switch_or_a_mapping_over_its_defaults(campaign_dir: Path) -> None:
+    from semscale.config.sections import Augment
+
+    data = _base()
+    data["training"] = {"augment": {"brightness": [-0.03, 0.03], "contrast_prob": 0}}
+    cfg = load_config(_write(campaign_dir, data))
+    assert cfg.training.augment == Augment(brightness=(-0.03, 0.03), contrast_prob=0.0)
+    assert CampaignConfig.from_dict(yaml.safe_load(cfg.to_yaml())).training == cfg.training
+    data["training"] = {"augment": False}
+    assert Augment.coerce(load_config(_write(campaign_dir, data)).training.augment) == Augment.none()
+    for bad, pattern in (({"brightnes": [0, 1]}, r"`training\.augment\.brightnes`: unknown key"),
+                         ({"brightness": [0.1, -0.1]}, r"`training\.augment\.brightness`: expected a range"),
+                         ({"blur_prob": 2}, r"`training\.augment\.blur_prob`: expected a probability"),
+                         (3, r"`training\.augment`: expected true/false or a mapping, got 3")):
+        data["training"] = {"augment": bad}
+        with pytest.raises(ConfigError, match=pattern):
+            load_config(_write(campaign_dir, data))
+
 def test_pixel_size_is_optional_and_positive_when_given(campaign_dir: Path) -> None:
     data = _base()
     del data["pixel_size_um"]
