@@ -147,6 +147,17 @@ def _start(plan: ClusterPlan, *, processes: bool) -> Any:
     return cluster
 
 
+def _has_dashboard(client: Any, *, started: bool, plan: ClusterPlan) -> bool:
+    """Whether the scheduler serves a dashboard: a local cluster's as planned, an existing scheduler's as it
+    reports (one started with ``--no-dashboard`` has none, although the client still makes up a link)."""
+    if started:
+        return plan.dashboard_address is not None
+    try:
+        return "dashboard" in client.scheduler_info().get("services", {})
+    except Exception:  # an old scheduler without the info: say nothing rather than guess
+        return False
+
+
 @contextlib.contextmanager
 def get_client(cfg: ClusterConfig | None = None, *, processes: bool = True) -> Iterator[Any]:
     """Yield a ``distributed.Client`` for the plan of :func:`plan_cluster`; close what was started.
@@ -170,7 +181,7 @@ def get_client(cfg: ClusterConfig | None = None, *, processes: bool = True) -> I
                 from semscale.runtime.worker_plugins import QuietFailures
 
                 client.register_plugin(QuietFailures(), name="semscale-quiet-failures")
-            if (cluster is None or plan.dashboard_address is not None) and getattr(client, "dashboard_link", None):
+            if _has_dashboard(client, started=cluster is not None, plan=plan):
                 log.info("Dask dashboard: %s", client.dashboard_link)
             yield client
         finally:
