@@ -82,16 +82,19 @@ def predict(config: CampaignConfig, store: CampaignStore, *, image_ids: Sequence
     models: str | Sequence[Path] = list(model_files) or config.model_name
     sizes = {i: math.prod(store.sem_array(i).shape) for i in ids}
     results: list[dict[str, Any]] = []
-    px = seconds = 0.0
+    measured: list[tuple[float, float]] = []  # (pixels computed, seconds) per image that computed blocks
     for n, i in enumerate(ids):
         with store.writer("predict", optional=True):  # read-only: only images with nothing left to do
             r = predict_to_store(store, i, config.inference, models=models, model_name=config.model_name,
                                  overwrite=overwrite, client=client)
         results.append(r)
         if r["computed"]:
-            px, seconds = px + sizes[i] * r["computed"] / r["blocks"], seconds + r["seconds"]
+            measured.append((sizes[i] * r["computed"] / r["blocks"], r["seconds"]))
+        # the first image also pays the workers' start (framework import, model load): left out once others ran
+        basis = measured[1:] or measured
+        px, seconds = sum(m[0] for m in basis), sum(m[1] for m in basis)
         left = sum(sizes[j] for j in ids[n + 1 :])
-        if px and left:  # measured rate × the pixels left (an image whose blocks are done costs less)
+        if px and seconds and left:  # measured rate × the pixels left (an image whose blocks are done costs less)
             log.info("predict: %d of %d images done; the rest (%.1f Mpx) takes about %s at %.2f Mpx/s", n + 1,
                      len(ids), left / 1e6, format_duration(left / px * seconds), px / seconds / 1e6)
     return results
