@@ -339,10 +339,23 @@ def test_a_second_writer_is_refused_naming_the_first(tmp_path: Path, capsys: pyt
     assert not (store.path / ".semscale-lock.json").exists()
 
 
+_PREDICT_PROBE = """
+import json, sys
+from semscale.cli import main
+rc = main(["predict", sys.argv[1], "--scheduler", sys.argv[2], "--overwrite"])
+print(json.dumps({"rc": rc, "keras": "keras" in sys.modules, "tensorflow": "tensorflow" in sys.modules}))
+"""
+"""A fresh client process: `semscale predict STORE --scheduler ADDRESS`, then which frameworks it imported."""
+_MODEL_LOADS = "__import__('semscale.training.unet', fromlist=['unet']).LOAD_COUNT"
+"""Evaluated on a worker: the models that process has loaded from files so far (its model cache's misses)."""
+
+
 @pytest.mark.slow
 def test_run_on_an_external_scheduler_with_two_workers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`dask scheduler` and two `dask worker` processes on 127.0.0.1, then `semscale run --scheduler`: every
-    stage completes there (training as a task on a worker), and the predictions equal a local rerun's."""
+    stage completes there (training as a task on a worker), and the predictions equal a local rerun's. Two
+    later `semscale predict` processes on the same workers import no network framework themselves, and the
+    second loads no model: a fresh CLI process on running workers pays no cold start."""
     import shutil
     import time
 
@@ -378,6 +391,17 @@ def test_run_on_an_external_scheduler_with_two_workers(tmp_path: Path, capsys: p
         summary = json.loads(run.stdout)
         assert [r["computed"] == r["blocks"] for r in summary["predict"]] == [True] * len(data["images"])
         assert summary["label"]["labelled"] and summary["train"]
+        # Fresh `semscale predict` processes on the running workers: the client never imports the network's
+        # framework, and the workers keep their loaded models between client processes (no cold start twice).
+        loads = []
+        for _ in range(2):
+            probe = subprocess.run([sys.executable, "-c", _PREDICT_PROBE, str(out / data["store"]), address],
+                                   capture_output=True, text=True, timeout=600)
+            assert probe.returncode == 0, probe.stderr[-3000:]
+            assert json.loads(probe.stdout.splitlines()[-1]) == {"rc": 0, "keras": False, "tensorflow": False}
+            with Client(address, timeout=60) as c:
+                loads.append(c.run(eval, _MODEL_LOADS))
+        assert sum(loads[0].values()) >= 1 and loads[1] == loads[0], loads
     finally:
         for p in procs:
             p.terminate()
