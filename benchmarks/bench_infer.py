@@ -5,6 +5,7 @@
     python benchmarks/bench_infer.py mosaic --out bench-out --size 16384   # one mosaic run (fresh process)
     python benchmarks/bench_infer.py halo --out bench-out                  # halo reads vs map_overlap
     python benchmarks/bench_infer.py halosweep --out bench-out             # tile halo 16…112 px × blocks
+    python benchmarks/bench_infer.py share --out bench-out [--halo 16] [--reps 5]  # share of the raw rate
 
 The paper U-Net is trained briefly (``--train-seconds``) on simulated 256² patches with ground truth and
 cached in ``OUT/unet/member_0.keras``; the benchmark image is simulated once into ``OUT/bench.zarr``.
@@ -439,6 +440,29 @@ def halo_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def share(out: Path, *, halo: int | None, reps: int, block: int = 1024) -> dict[str, Any]:
+    """End-to-end image-pixel rate of tile mode (``block``² blocks = tiles, ``halo``) as a share of the raw
+    network rate on the tile it feeds the network (the block plus twice the halo), in ``reps`` interleaved
+    pairs, so that a drift in the machine's speed touches both sides of each ratio alike."""
+    from semscale.inference.members import resolve_members
+
+    store = bench_store(out)
+    model = train_model(out, seconds=420)
+    facts = resolve_members([model])[1]
+    pad = facts.halo_px if halo is None else -(-halo // facts.multiple) * facts.multiple
+    name = f"share_b{block}_h{halo or 'exact'}"
+    pairs = []
+    for k in range(reps):
+        raw = raw_throughput(store, model, (block + 2 * pad, block + 2 * pad))["mpx_per_s"]
+        e2e = run_mode(store, model, name, warm=k == 0, mode="tile", block_size=block, tile_size=block,
+                       halo=halo)["mpx_per_s"]
+        pairs.append({"raw_mpx_per_s": raw, "image_mpx_per_s": e2e, "share": e2e / raw})
+        log(f"  rep {k + 1}: raw {raw:.3f} Mpx/s, end to end {e2e:.3f} Mpx/s of image, share {e2e / raw:.1%}")
+    shares = sorted(p["share"] for p in pairs)
+    return {"block": block, "halo": halo, "tile_px": block + 2 * pad, "pairs": pairs,
+            "median_share": float(np.median(shares)), "min_share": shares[0], "max_share": shares[-1]}
+
+
 def _mosaic_subprocess(out: Path, size: int) -> dict[str, Any]:
     log(f"mosaic {size}² (fresh process)")
     proc = subprocess.run([sys.executable, __file__, "mosaic", "--out", str(out), "--size", str(size)],
@@ -463,13 +487,13 @@ RUNS: list[tuple[str, dict[str, Any]]] = [
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["all", "mosaic", "table", "halo", "halosweep"])
+    ap.add_argument("what", choices=["all", "mosaic", "table", "halo", "halosweep", "share"])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--size", type=int, default=16384)
-    ap.add_argument("--reps", type=int, default=3, help="halo: interleaved repeats per variant")
+    ap.add_argument("--reps", type=int, default=3, help="halo, share: interleaved repeats per variant")
     ap.add_argument("--train-seconds", type=float, default=420)
     ap.add_argument("--paper", action="store_true", help="mosaic: the trained paper U-Net instead of a tiny one")
-    ap.add_argument("--halo", type=int, default=None, help="mosaic: inference.halo (default: exact)")
+    ap.add_argument("--halo", type=int, default=None, help="mosaic, share: inference.halo (default: exact)")
     ap.add_argument("--skip", nargs="*", default=[], help="parts to skip: s64 s32 workers mosaic")
     return ap
 
@@ -486,6 +510,12 @@ def main() -> None:
         return
     if args.what == "halosweep":
         print(halo_table(halo_sweep(args.out, train_seconds=args.train_seconds)))
+        return
+    if args.what == "share":
+        r = share(args.out, halo=args.halo, reps=args.reps)
+        print(json.dumps(r, indent=2))
+        print(f"| {r['block']}² | {r['halo'] or 'exact'} | {r['tile_px']}² | {len(r['pairs'])} | "
+              f"{r['median_share']:.1%} | {r['min_share']:.1%}–{r['max_share']:.1%} |")
         return
     if args.what == "table":
         print(markdown(json.loads((args.out / "results.json").read_text())))

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/generalisation.py [--setting default|coarse-noisy|overlap] [--size 512]
+    python benchmarks/generalisation.py [--setting default|coarse-noisy|overlap] [--size 512 [W]]
         [--times 0 2 5 10 20 30 120] [--eds-times 0 10 120] [--seed 0] [--epochs 16] [--steps 40]
         [--filters 8 16 32 64] [--patch 128] [--batch 8] [--lr 2e-3] [--workers 1]
         [--recipe paper|cpu] [--set KEY=VALUE ...] [--tta] [--workdir DIR [--reuse]] [--out result.json]
@@ -57,7 +57,7 @@ def sim_params(setting: str) -> Any:
     return DEFAULT_PARAMS if setting == "default" else evaluation_params(setting)
 
 
-def write_protocol_campaign(out: Path, *, setting: str, size: int, times: Sequence[float],
+def write_protocol_campaign(out: Path, *, setting: str, size: Sequence[int], times: Sequence[float],
                             eds_times: Sequence[float], seed: int, training: dict[str, Any] | None = None,
                             inference: dict[str, Any] | None = None) -> Path:
     """Simulate one image per time and write the campaign; only the ``eds_times`` images keep EDS maps.
@@ -75,7 +75,7 @@ def write_protocol_campaign(out: Path, *, setting: str, size: int, times: Sequen
     missing = sorted(set(map(float, eds_times)) - set(map(float, times)))
     if missing:
         raise SystemExit(f"--eds-times {missing} are not among --times {list(times)}")
-    path = write_campaign(out, n_images=len(times), shape=(size, size), times=times, seed=seed,
+    path = write_campaign(out, n_images=len(times), shape=(size[0], size[-1]), times=times, seed=seed,
                           n_eds=len(times), name=f"generalisation-{setting}", params=sim_params(setting))
     data = yaml.safe_load(path.read_text())
     keep = set(map(float, eds_times))
@@ -198,7 +198,7 @@ def markdown(result: dict[str, Any]) -> str:
     """Per-time table and totals as markdown."""
     head = ("| time (min) | image | seen by training | targets: acc · mIoU · NiO err | "
             "U-Net: acc · mIoU · NiO err |\n|---|---|---|---|---|")
-    lines = [f"setting `{result['setting']}`, {result['size']}² px", "", head]
+    lines = [f"setting `{result['setting']}`, {_shape_text(result['size'])} px", "", head]
     for r in result["rows"]:
         seen = "yes (EDS, target)" if r["role"] == "train" else "no"
         lines.append(f"| {r['time_min']:g} | {r['id']} | {seen} | "
@@ -237,12 +237,19 @@ def compare(paths: Sequence[Path]) -> str:
     return "\n".join(lines)
 
 
+def _shape_text(size: int | Sequence[int]) -> str:
+    """``512²`` or ``1024×1536`` (older results store one edge)."""
+    h, w = (size, size) if isinstance(size, int) else (size[0], size[-1])
+    return f"{h}²" if h == w else f"{h}×{w}"
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     from semscale.synth.evaluation import EVALUATION_SETTINGS
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--setting", default="default", choices=["default", *EVALUATION_SETTINGS])
-    p.add_argument("--size", type=int, default=512, help="image edge (px)")
+    p.add_argument("--size", type=int, nargs="+", default=[512], metavar="PX",
+                   help="image edge, or height and width (px)")
     p.add_argument("--times", type=float, nargs="+", default=list(DEFAULT_TIMES))
     p.add_argument("--eds-times", type=float, nargs="+", default=list(DEFAULT_EDS_TIMES))
     p.add_argument("--seed", type=int, default=0)
@@ -266,7 +273,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="local Dask workers (labelling, prediction)")
     p.add_argument("--workdir", type=Path, help="campaign folder (default: a temporary one, deleted)")
     p.add_argument("--out", type=Path, help="write the JSON here instead of stdout")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if len(args.size) > 2:
+        p.error(f"--size takes one edge or height and width, got {args.size}")
+    return args
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
