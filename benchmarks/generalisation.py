@@ -59,13 +59,14 @@ def sim_params(setting: str) -> Any:
 
 def write_protocol_campaign(out: Path, *, setting: str, size: Sequence[int], times: Sequence[float],
                             eds_times: Sequence[float], seed: int, training: dict[str, Any] | None = None,
-                            inference: dict[str, Any] | None = None) -> Path:
+                            inference: dict[str, Any] | None = None,
+                            labelling: dict[str, Any] | None = None) -> Path:
     """Simulate one image per time and write the campaign; only the ``eds_times`` images keep EDS maps.
 
     Every image is simulated with EDS (the SEM and truth do not depend on it: separate random streams);
     the EDS files of the other images are deleted and their entries get ``role: predict``. ``training``
     (default: the demo's schedule) and ``inference`` are written into the config as a user would write them
-    (e.g. ``{"recipe": "cpu", "budget_min": 30}``).
+    (e.g. ``{"recipe": "cpu", "budget_min": 30}``), and so is ``labelling`` (keys of the labelling section).
     """
     import yaml
 
@@ -86,6 +87,8 @@ def write_protocol_campaign(out: Path, *, setting: str, size: Sequence[int], tim
             entry["role"] = "predict"
     data["training"] = {"name": "unet", "seed": seed, **(DEMO_TRAINING if training is None else training)}
     data["inference"] = {"mode": "tile", **(inference or {})}
+    if labelling:
+        data["labelling"] = dict(labelling)
     data["ingest"] = {"chunk_size": 256}
     data["cluster"] = {"dashboard_address": "127.0.0.1:0"}  # a free loopback port: runs never collide
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -262,7 +265,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--recipe", choices=["paper", "cpu"],
                    help="write `training: {recipe: R}` instead of the demo's schedule (with --set on top)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="a training key written into the config (YAML value), e.g. budget_min=30; repeatable")
+                   help="a training key written into the config (YAML value), e.g. budget_min=30, or a key of "
+                        "another section with its name, e.g. labelling.guided_sigma=2; repeatable")
     p.add_argument("--tta", action="store_true", help="inference with test-time augmentation (8 dihedral maps)")
     p.add_argument("--targets-only", action="store_true",
                    help="EDS maps on every image, and only ingest and label: the targets' scores on every time, "
@@ -284,9 +288,15 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     import semscale
 
     t0 = time.perf_counter()
+    sets = [_key_value(s) for s in args.sets]
+    labelling = {k.partition(".")[2]: v for k, v in sets if k.startswith("labelling.")}
+    unknown = sorted({k for k, _ in sets if "." in k and not k.startswith(("labelling.", "training."))})
+    if unknown:
+        raise SystemExit(f"--set takes training keys or labelling.KEY, got {unknown}")
+    train_sets = {k.removeprefix("training."): v for k, v in sets if not k.startswith("labelling.")}
     training = None
-    if args.recipe is not None or args.sets:
-        training = {"recipe": args.recipe or "paper", **dict(_key_value(s) for s in args.sets)}
+    if args.recipe is not None or train_sets:
+        training = {"recipe": args.recipe or "paper", **train_sets}
     inference = {"tta": True} if args.tta else None
     if args.targets_only:
         args.eds_times = list(args.times)
@@ -295,7 +305,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     else:
         path = write_protocol_campaign(workdir, setting=args.setting, size=args.size, times=args.times,
                                        eds_times=args.eds_times, seed=args.seed, training=training,
-                                       inference=inference)
+                                       inference=inference, labelling=labelling)
     cfg = configure(path, args)
     t1 = time.perf_counter()
     stages = ("ingest", "label") if args.targets_only else ("ingest", "label", "train", "predict")
@@ -308,7 +318,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     members = [m for model in models(store, name=cfg.training.name) for m in model["members"]]
     return {"setting": args.setting, "size": args.size, "times": list(args.times),
             "eds_times": list(args.eds_times), "seed": args.seed, "store": str(cfg.store),
-            "config_training": training, "training": dataclasses.asdict(cfg.training),
+            "config_training": training, "config_labelling": labelling, "training": dataclasses.asdict(cfg.training),
             "inference": dataclasses.asdict(cfg.inference), "members": members,
             "rows": rows, "totals": totals(rows, cfg.classes),
             "seconds": {"simulate": t1 - t0, "run_campaign": t2 - t1, **summary["stage_seconds"]}}
