@@ -43,11 +43,6 @@ class LabellingConfig:
     """Snap the forest's labels to the SEM's edges (superpixels of the SEM smoothed at this σ, px); null: off."""
     self_training: bool = True
     """A second forest, trained on pixels drawn from the first round's labels everywhere, labels the image."""
-    guided_sigma: float | None = None
-    """σ (SEM px) of the SEM-guided filter that adds the EDS phase fractions, their edges moved to the SEM's,
-    as forest features; null: off."""
-    guided_eps: float = 0.01
-    """Regularisation of that filter (normalised SEM units²): larger keeps more of the EDS maps' own blur."""
     seed: int = 0
     n_jobs: int = -1
 
@@ -59,14 +54,6 @@ class LabellingConfig:
                self.max_seeds_per_class)
         _check(self.refine_sigma is None or self.refine_sigma >= 0, "labelling.refine_sigma",
                "a number >= 0 or null", self.refine_sigma)
-        _check(self.guided_sigma is None or self.guided_sigma > 0, "labelling.guided_sigma",
-               "a number > 0 or null", self.guided_sigma)
-        _check(self.guided_eps > 0, "labelling.guided_eps", "a number > 0", self.guided_eps)
-
-    @property
-    def guided(self) -> tuple[float, float] | None:
-        """``(σ, eps)`` of the SEM-guided EDS features, or ``None`` when off."""
-        return None if self.guided_sigma is None else (float(self.guided_sigma), float(self.guided_eps))
 
 
 @dataclass(frozen=True)

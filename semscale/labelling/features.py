@@ -25,58 +25,32 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_SIGMAS",
     "FeatureParams",
-    "Guided",
     "feature_block",
     "feature_halo",
     "feature_names",
     "feature_stack",
-    "guided_filter",
     "sem_features",
 ]
 
 DEFAULT_SIGMAS: tuple[float, ...] = LabellingConfig().sigmas
 """Scales (SEM px) of the SEM features: the labelling config's default."""
-Guided = tuple[float, float]
-"""``(σ px, eps)`` of the SEM-guided EDS features (:func:`guided_filter`)."""
 _SEM_FEATURES_PER_SIGMA = ("gauss", "gradmag", "log", "hess_hi", "hess_lo", "std")
 
 
-def feature_names(sigmas: Sequence[float] = DEFAULT_SIGMAS, *, with_eds: bool = True,
-                  guided: Guided | None = None) -> list[str]:
+def feature_names(sigmas: Sequence[float] = DEFAULT_SIGMAS, *, with_eds: bool = True) -> list[str]:
     """Names of the feature channels, in the order of :func:`feature_stack`."""
     names = ["sem"] + [f"{k}_{s:g}" for s in sigmas for k in _SEM_FEATURES_PER_SIGMA]
-    return names + (_eds_feature_names(guided) if with_eds else [])
+    return names + (_eds_feature_names() if with_eds else [])
 
 
-def _eds_feature_names(guided: Guided | None = None) -> list[str]:
-    names = [f"eds_{el}" for el in ELEMENTS] + ["eds_solid", "eds_zr", "eds_ox"] + [
+def _eds_feature_names() -> list[str]:
+    return [f"eds_{el}" for el in ELEMENTS] + ["eds_solid", "eds_zr", "eds_ox"] + [
         f"eds_frac_{c}" for c in UNMIX_PHASES] + ["eds_frac_solid"]
-    return names + ([f"eds_guided_{c}" for c in UNMIX_PHASES] if guided is not None else [])
 
 
-def _guided_halo(guided: Guided | None) -> int:
-    """Context (px) the SEM-guided EDS features need: two Gaussian means in a row."""
-    return 2 * gauss_halo(guided[0]) if guided is not None else 0
-
-
-def feature_halo(sigmas: Sequence[float], guided: Guided | None = None) -> int:
-    """Halo (px) a block needs so that its features equal the whole image's: the largest kernel radius
-    (and twice the guided filter's, when that is on)."""
-    return max([gauss_halo(s) for s in sigmas] + [_guided_halo(guided)])
-
-
-def guided_filter(guide: np.ndarray, src: np.ndarray, *, sigma: float, eps: float) -> np.ndarray:
-    """SEM-guided filter (He, Sun & Tang 2013, with Gaussian instead of box means): ``src`` (the blurred
-    EDS-derived map) rebuilt as a local linear function of ``guide`` (the normalised SEM), so that its
-    edges move to the SEM's. ``sigma`` (px): the means' σ; ``eps``: the regularisation in guide units²
-    (larger → closer to the plain Gaussian mean of ``src``). Reflect boundary; float32, same shape."""
-    mean_i = gaussian(guide, sigma)
-    mean_p = gaussian(src, sigma)
-    cov = gaussian(guide * src, sigma) - mean_i * mean_p
-    var = gaussian(guide * guide, sigma) - mean_i * mean_i
-    a = cov / (np.maximum(var, 0) + np.float32(eps))
-    b = mean_p - a * mean_i
-    return (gaussian(a, sigma) * guide + gaussian(b, sigma)).astype(np.float32)
+def feature_halo(sigmas: Sequence[float]) -> int:
+    """Halo (px) a block needs so that its features equal the whole image's: the largest kernel radius."""
+    return max(gauss_halo(s) for s in sigmas) if sigmas else 0
 
 
 def _sem_features_np(x: np.ndarray, sigmas: Sequence[float]) -> np.ndarray:
@@ -107,38 +81,15 @@ def _sem_features_np(x: np.ndarray, sigmas: Sequence[float]) -> np.ndarray:
     return out
 
 
-def _eds_fractions(channels: Mapping[str, np.ndarray], p: FeatureParams) -> tuple[dict[str, np.ndarray], ...]:
-    q = eds_quantities(channels, scales=p.scales, o_per_zr=p.o_per_zr)
-    return q, unmix(q, p.endmembers)
-
-
-def _eds_features_np(channels: Mapping[str, np.ndarray], p: FeatureParams) -> np.ndarray:
+def _eds_features_np(channels: Mapping[str, np.ndarray], scales: Mapping[str, float], o_per_zr: float,
+                     endmembers: Mapping[str, Sequence[float]]) -> np.ndarray:
     """EDS feature channels from registered EDS maps on the SEM grid (float32 ``(h, w, 10)``): the scaled
     channels, the rule quantities ``solid``, ``zr``, ``ox`` (see ``EdsRules``) and the unmixed phase
     fractions (``unmix``)."""
-    q, f = _eds_fractions(channels, p)
+    q = eds_quantities(channels, scales=scales, o_per_zr=o_per_zr)
+    f = unmix(q, endmembers)
     feats = [q[el] for el in ELEMENTS] + [q["solid"], q["zr"], q["ox"]] + [f[c] for c in UNMIX_PHASES]
     return np.stack([*feats, f["solid"]], axis=-1).astype(np.float32)
-
-
-def _guided_features_np(sem: np.ndarray, p: FeatureParams, *, rows: tuple[int, int], cols: tuple[int, int]
-                        ) -> np.ndarray:
-    """The unmixed phase fractions sharpened by :func:`guided_filter` with the SEM as guide, ``(h, w, 3)``.
-
-    ``sem``: the normalised SEM of ``rows × cols`` with exactly :func:`_guided_halo` px of mirrored context.
-    The EDS maps are sampled on the same grid, mirrored the same way beyond the image edge, so a block's
-    values equal the whole image's exactly."""
-    assert p.guided is not None
-    g = _guided_halo(p.guided)
-    (h, w), (r0, r1), (c0, c1) = p.shape, rows, cols
-    lo_r, hi_r, lo_c, hi_c = max(r0 - g, 0), min(r1 + g, h), max(c0 - g, 0), min(c1 + g, w)
-    pad = ((lo_r - (r0 - g), r1 + g - hi_r), (lo_c - (c0 - g), c1 + g - hi_c))
-    reg = {el: np.pad(sample_eds(m, (lo_r, hi_r), (lo_c, hi_c), p.factor, p.shift), pad, mode="symmetric")
-           for el, m in p.eds.items()}
-    _, f = _eds_fractions(reg, p)
-    sigma, eps = p.guided
-    out = [guided_filter(sem, f[c].astype(np.float32), sigma=sigma, eps=eps) for c in UNMIX_PHASES]
-    return np.stack([o[g : o.shape[0] - g, g : o.shape[1] - g] for o in out], axis=-1)
 
 
 class FeatureParams:
@@ -152,7 +103,7 @@ class FeatureParams:
     def __init__(self, eds: Mapping[str, np.ndarray], *, shape: tuple[int, ...], factor: int,
                  shift: tuple[float, float] = (0.0, 0.0), scales: Mapping[str, float] | None = None,
                  o_per_zr: float = 0.0, endmembers: Mapping[str, Sequence[float]] | None = None,
-                 sigmas: Sequence[float] = DEFAULT_SIGMAS, guided: Guided | None = None) -> None:
+                 sigmas: Sequence[float] = DEFAULT_SIGMAS) -> None:
         if len(shape) != 2:
             raise InputImageError(f"Expected a 2-D SEM image for `sem_norm`. Got shape {shape}.")
         if eds:
@@ -169,18 +120,10 @@ class FeatureParams:
         self.endmembers = {c: tuple(float(v) for v in e) for c, e in (endmembers or DEFAULT_ENDMEMBERS).items()}
         self.shift = (float(shift[0]), float(shift[1]))
         self.sigmas = tuple(float(s) for s in sigmas)
-        self.shape = (int(shape[0]), int(shape[1]))
-        self.guided = (float(guided[0]), float(guided[1])) if guided is not None and eds else None
-
-    @property
-    def halo(self) -> int:
-        """Halo (px) of the SEM blocks :func:`feature_block` takes."""
-        return feature_halo(self.sigmas, self.guided)
 
     @property
     def n_features(self) -> int:
-        n_eds = len(_eds_feature_names(self.guided)) if self.eds else 0
-        return 1 + len(_SEM_FEATURES_PER_SIGMA) * len(self.sigmas) + n_eds
+        return 1 + len(_SEM_FEATURES_PER_SIGMA) * len(self.sigmas) + (len(_eds_feature_names()) if self.eds else 0)
 
 
 def feature_block(sem_block: np.ndarray, p: FeatureParams, *, halo: int, rows: tuple[int, int],
@@ -193,18 +136,7 @@ def feature_block(sem_block: np.ndarray, p: FeatureParams, *, halo: int, rows: t
     if not p.eds:
         return f_sem
     reg = {el: sample_eds(m, rows, cols, p.factor, p.shift) for el, m in p.eds.items()}
-    parts = [f_sem, _eds_features_np(reg, p)]
-    if p.guided is not None:
-        g = _guided_halo(p.guided)
-        if halo == 0:  # the whole image: mirrored context as dask's reflect halo gives blocks
-            sem = np.pad(np.asarray(sem_block, np.float32), g, mode="symmetric")
-        elif halo >= g:
-            sem = np.asarray(sem_block[halo - g : sem_block.shape[0] - halo + g,
-                                       halo - g : sem_block.shape[1] - halo + g], np.float32)
-        else:
-            raise ValueError(f"Expected a SEM block halo of 0 or >= {g} px for the guided features. Got {halo}.")
-        parts.append(_guided_features_np(sem, p, rows=rows, cols=cols))
-    return np.concatenate(parts, axis=-1)
+    return np.concatenate([f_sem, _eds_features_np(reg, p.scales, p.o_per_zr, p.endmembers)], axis=-1)
 
 
 def sem_features(sem_norm: np.ndarray | da.Array, *, sigmas: Sequence[float] = DEFAULT_SIGMAS
@@ -228,15 +160,13 @@ def feature_stack(
     o_per_zr: float = 0.0,
     endmembers: Mapping[str, Sequence[float]] | None = None,
     sigmas: Sequence[float] = DEFAULT_SIGMAS,
-    guided: Guided | None = None,
 ) -> np.ndarray | da.Array:
     """SEM features plus registered EDS features: ``(H, W, F)`` float32 (names: :func:`feature_names`).
 
     ``eds``: native-resolution Ni, O, Zr maps (numpy, small; ``ceil(H/f) × ceil(W/f)``; usually
     ``smooth_eds``-ed), sampled onto the SEM grid with ``shift`` (SEM px), divided by ``scales``
-    (counts; default 1), plus the rule quantities (``o_per_zr``: see ``EdsRules``), the phase
-    fractions unmixed with ``endmembers`` (default ``DEFAULT_ENDMEMBERS``) and, with ``guided``
-    (``(σ px, eps)``), those fractions sharpened by :func:`guided_filter`; ``{}`` for SEM
+    (counts; default 1), plus the rule quantities (``o_per_zr``: see ``EdsRules``) and the phase
+    fractions unmixed with ``endmembers`` (default ``DEFAULT_ENDMEMBERS``); ``{}`` for SEM
     features only. Dask in → dask out with the SEM's chunks in y/x (at least the halo) and all features
     in one chunk; blocks equal the whole-image result exactly.
     """
@@ -244,10 +174,10 @@ def feature_stack(
 
     shape = tuple(int(v) for v in sem_norm.shape)
     p = FeatureParams(eds, shape=shape, factor=factor, shift=shift, scales=scales, o_per_zr=o_per_zr,
-                      endmembers=endmembers, sigmas=sigmas, guided=guided)
+                      endmembers=endmembers, sigmas=sigmas)
     if not isinstance(sem_norm, da.Array):
         return feature_block(np.asarray(sem_norm, np.float32), p, halo=0, rows=(0, shape[0]), cols=(0, shape[1]))
-    halo = p.halo
+    halo = feature_halo(p.sigmas)
     sem_norm = ensure_min_chunk(sem_norm, halo)
     chunks = sem_norm.chunks
     padded = da.overlap.overlap(sem_norm.astype(np.float32), depth={0: halo, 1: halo},

@@ -258,7 +258,7 @@ def _final_step(cfg: LabellingConfig) -> str:
 def _attrs(run: _Run, p: PreparedImage, pooled: Mapping[str, int]) -> dict[str, Any]:
     params = {**dataclasses.asdict(run.cfg), "sigmas": [float(s) for s in run.cfg.sigmas], "margin": MARGIN,
               "erode_px": ERODE_PX, "min_quality": MIN_QUALITY, "eds_sigma": EDS_SMOOTH_SIGMA,
-              "boundary_seeds": BOUNDARY_SEEDS, "features": feature_names(run.cfg.sigmas, guided=run.cfg.guided)}
+              "boundary_seeds": BOUNDARY_SEEDS, "features": feature_names(run.cfg.sigmas)}
     return {
         "method": "eds-guided random forest (semscale.labelling)",
         "semscale_version": __version__,

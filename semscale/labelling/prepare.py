@@ -128,7 +128,6 @@ class PreparedImage:
     factor: int
     grid: ChunkGrid
     sigmas: tuple[float, ...]
-    guided: tuple[float, float] | None = None
     scribbles: np.ndarray | None = None
     key: str = ""
     n_boundary: dict[str, int] = field(default_factory=dict)
@@ -140,7 +139,7 @@ class PreparedImage:
         r = self.rules
         return FeatureSpec(image_key=self.key, factor=self.factor, shift=self.registration.shift_px,
                            scales=r.scales, o_per_zr=r.o_per_zr, endmembers=r.endmembers, sigmas=self.sigmas,
-                           guided=self.guided, eds_sigma=EDS_SMOOTH_SIGMA)
+                           eds_sigma=EDS_SMOOTH_SIGMA)
 
 
 def prepare_image(store: CampaignStore, image_id: str, cfg: LabellingConfig) -> PreparedImage:
@@ -161,14 +160,13 @@ def prepare_image(store: CampaignStore, image_id: str, cfg: LabellingConfig) -> 
     cand = seed_candidates(sem_n, eds_s, rules, factor=factor, shift=reg.shift_px, margin=MARGIN,
                            erode_px=ERODE_PX, classes=store.classes)
     feats = feature_stack(sem_n, eds_s, factor=factor, shift=reg.shift_px, scales=rules.scales,
-                          o_per_zr=rules.o_per_zr, endmembers=rules.endmembers or None, sigmas=cfg.sigmas,
-                          guided=cfg.guided)
+                          o_per_zr=rules.o_per_zr, endmembers=rules.endmembers or None, sigmas=cfg.sigmas)
     picked = select_seeds(cand, n_classes=len(store.classes), max_per_class=cfg.max_seeds_per_class,
                           seed=cfg.seed)
-    grid = labelling_grid(store.sem(image_id).chunks, cfg.sigmas, guided=cfg.guided)
+    grid = labelling_grid(store.sem(image_id).chunks, cfg.sigmas)
     assert isinstance(feats, da.Array) and isinstance(cand, da.Array)  # the store's arrays are dask
     return PreparedImage(image_id, reg, rules, feats, cand, picked, sem_norm=sem_n, eds=eds_s, factor=factor,
-                         grid=grid, sigmas=tuple(float(s) for s in cfg.sigmas), guided=cfg.guided)
+                         grid=grid, sigmas=tuple(float(s) for s in cfg.sigmas))
 
 
 def image_key(store: CampaignStore, p: PreparedImage) -> str:

@@ -93,15 +93,14 @@ ONE_BLOCK = BlockGrid(shape=(1, 1), block=(1, 1))
 """The grid of a step done per image at once (its done marker is one entry)."""
 
 
-def labelling_grid(sem_chunks: Sequence[Sequence[int]], sigmas: Sequence[float], *,
-                   guided: tuple[float, float] | None = None) -> ChunkGrid:
+def labelling_grid(sem_chunks: Sequence[Sequence[int]], sigmas: Sequence[float]) -> ChunkGrid:
     """The blocks of an image's forest and refinement steps: the SEM's chunks, enlarged as the features'
     halo and then the refinement's require (the chunks the whole-image dask graph would use)."""
     import dask.array as da
 
     shape = tuple(sum(int(c) for c in axis) for axis in sem_chunks)
     x = da.zeros(shape, chunks=tuple(tuple(axis) for axis in sem_chunks), dtype=np.float32)
-    x = ensure_min_chunk(ensure_min_chunk(x, feature_halo(sigmas, guided)), REFINE_HALO)
+    x = ensure_min_chunk(ensure_min_chunk(x, feature_halo(sigmas)), REFINE_HALO)
     return ChunkGrid.from_chunks(x.chunks)
 
 
@@ -252,7 +251,6 @@ class FeatureSpec:
     o_per_zr: float
     endmembers: Mapping[str, Sequence[float]]
     sigmas: tuple[float, ...]
-    guided: tuple[float, float] | None
     eds_sigma: float
 
     def params(self, store: CampaignStore, image_id: str) -> FeatureParams:
@@ -267,7 +265,7 @@ class FeatureSpec:
                 _EDS[key] = eds
         return FeatureParams(eds, shape=store.sem_array(image_id).shape, factor=self.factor, shift=self.shift,
                              scales=self.scales, o_per_zr=self.o_per_zr, endmembers=self.endmembers or None,
-                             sigmas=self.sigmas, guided=self.guided)
+                             sigmas=self.sigmas)
 
 
 def _sem_window(store: CampaignStore, image_id: str, region: tuple[slice, slice], halo: int) -> np.ndarray:
@@ -291,9 +289,9 @@ class ForestBlocks:
     def __call__(self, index: Index) -> dict[str, Any]:
         store, group = open_scratch(self.store_path, self.image_id)
         region = self.grid.region(index)
-        params = self.spec.params(store, self.image_id)
-        halo = params.halo
-        feats = feature_block(_sem_window(store, self.image_id, region, halo), params, halo=halo,
+        halo = feature_halo(self.spec.sigmas)
+        feats = feature_block(_sem_window(store, self.image_id, region, halo),
+                              self.spec.params(store, self.image_id), halo=halo,
                               rows=(region[0].start, region[0].stop), cols=(region[1].start, region[1].stop))
         array(group, self.out)[region] = predict_block(feats, self.forest.load())
         DoneMarkers(array(group, f"{self.out}_done"), self.token).mark(index)

@@ -46,29 +46,3 @@ def test_a_haloed_block_gives_exactly_the_whole_images_features(toy_image):
     for r0, r1, c0, c1 in ((0, 30, 0, 41), (30, 90, 41, 110), (17, 60, 5, 99)):
         block = feature_block(padded[r0 : r1 + 2 * h, c0 : c1 + 2 * h], p, halo=h, rows=(r0, r1), cols=(c0, c1))
         np.testing.assert_array_equal(block, whole[r0:r1, c0:c1])
-
-
-def test_guided_eds_features_are_exact_blockwise_and_move_edges_to_the_sem(toy_image):
-    sem, truth, eds = toy_image((90, 110), seed=5)
-    x = apply_norm(sem, norm_from_histogram(histogram(sem, nbins=256)))
-    sigmas, guided = (0.7, 2.0), (2.0, 0.01)
-    kw = {"factor": F, "shift": (0.4, -0.7), "scales": SCALES, "o_per_zr": 0.8, "sigmas": sigmas}
-    whole = feature_stack(x, eds, guided=guided, **kw)
-    names = feature_names(sigmas, guided=guided)
-    assert whole.shape == (90, 110, len(names)) and names[-3:] == ["eds_guided_NiO", "eds_guided_Ni", "eds_guided_YSZ"]
-    np.testing.assert_array_equal(whole[..., : len(feature_names(sigmas))], feature_stack(x, eds, **kw))
-    h = feature_halo(sigmas, guided)
-    assert h == 2 * 8 > feature_halo(sigmas)  # two Gaussian means of radius 8 in a row
-    p = FeatureParams(eds, shape=x.shape, guided=guided, **kw)
-    assert p.halo == h and p.n_features == whole.shape[2]
-    padded = np.pad(x, h, mode="symmetric")
-    for r0, r1, c0, c1 in ((0, 30, 0, 41), (30, 90, 41, 110), (17, 60, 5, 99)):
-        block = feature_block(padded[r0 : r1 + 2 * h, c0 : c1 + 2 * h], p, halo=h, rows=(r0, r1), cols=(c0, c1))
-        np.testing.assert_array_equal(block, whole[r0:r1, c0:c1])
-    lazy = feature_stack(da.from_array(x, chunks=(40, 50)), eds, guided=guided, **kw)
-    np.testing.assert_array_equal(lazy.compute(), whole)
-    # the YSZ fraction follows the SEM's edges better once guided: higher correlation with the true YSZ mask
-    ysz = (truth == 3).astype(np.float32).ravel()
-    plain = whole[..., names.index("eds_frac_YSZ")].ravel()
-    sharp = whole[..., names.index("eds_guided_YSZ")].ravel()
-    assert np.corrcoef(sharp, ysz)[0, 1] > np.corrcoef(plain, ysz)[0, 1] + 0.02
