@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "STAGES", "evaluate", "evaluate_campaign", "export", "label", "models", "predict", "report", "robustness",
+    "STAGES", "evaluate", "evaluate_campaign", "export", "label", "models", "predict", "predict_rate", "report", "robustness",
     "run_campaign", "segment_file", "stats", "stored_config", "train",
 ]
 
@@ -90,14 +90,21 @@ def predict(config: CampaignConfig, store: CampaignStore, *, image_ids: Sequence
         results.append(r)
         if r["computed"]:
             measured.append((sizes[i] * r["computed"] / r["blocks"], r["seconds"]))
-        # the first image also pays the workers' start (framework import, model load): left out once others ran
-        basis = measured[1:] or measured
-        px, seconds = sum(m[0] for m in basis), sum(m[1] for m in basis)
         left = sum(sizes[j] for j in ids[n + 1 :])
-        if px and seconds and left:  # measured rate × the pixels left (an image whose blocks are done costs less)
+        rate = predict_rate(measured)
+        if rate and left:  # measured rate × the pixels left (an image whose blocks are done costs less)
             log.info("predict: %d of %d images done; the rest (%.1f Mpx) takes about %s at %.2f Mpx/s", n + 1,
-                     len(ids), left / 1e6, format_duration(left / px * seconds), px / seconds / 1e6)
+                     len(ids), left / 1e6, format_duration(left / rate), rate / 1e6)
     return results
+
+
+def predict_rate(measured: Sequence[tuple[float, float]]) -> float | None:
+    """Pixels per second of the images that computed blocks, ``[(pixels, seconds), …]`` in run order; the
+    first image is left out once others ran, since it also paid the workers' start (framework import, model
+    load). ``None`` before any measurement."""
+    basis = measured[1:] or measured
+    px, seconds = sum(m[0] for m in basis), sum(m[1] for m in basis)
+    return px / seconds if px and seconds else None
 
 
 def evaluate(store: CampaignStore, *, model: str | None = None, labels: str = "target", ref: str = "truth",

@@ -9,7 +9,14 @@ import yaml
 
 from semscale.config import InferenceConfig, load_config
 from semscale.errors import ConfigError
-from semscale.pipeline import STAGES, evaluate, run_campaign, segment_file, stored_config
+from semscale.pipeline import (
+    STAGES,
+    evaluate,
+    predict_rate,
+    run_campaign,
+    segment_file,
+    stored_config,
+)
 
 
 @pytest.fixture()
@@ -48,3 +55,11 @@ def test_ingest_records_the_config_and_evaluate_scores_targets(config) -> None:
 def test_segment_file_needs_model_files(config) -> None:
     with pytest.raises(ConfigError, match="--model-file"):
         segment_file(config.images[0].sem, InferenceConfig(), model_files=[])
+
+
+def test_the_predict_eta_rate_leaves_out_the_first_images_worker_start() -> None:
+    assert predict_rate([]) is None
+    assert predict_rate([(0.0, 0.0)]) is None
+    assert predict_rate([(10e6, 20.0)]) == pytest.approx(0.5e6)  # only the first: its rate, start and all
+    # a cold first image (20 s for 10 Mpx) and two warm ones (5 s each): the warm rate, not the mean of all
+    assert predict_rate([(10e6, 20.0), (10e6, 5.0), (5e6, 2.5)]) == pytest.approx(2e6)

@@ -107,7 +107,8 @@ class Augment:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(value) - names)
         if unknown:
-            raise ConfigError(f"Expected augmentation keys among {sorted(names)} for `augment`. Got {unknown}.")
+            raise ConfigError(f"Expected augmentation keys among {sorted(names)} for `training.augment`. "
+                              f"Got {unknown}.")
         kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
         return cls(**kw)
 
