@@ -60,3 +60,16 @@ def campaign_outputs(store: str | StorePath) -> dict[str, np.ndarray]:
         model = keras.saving.load_model(member, compile=False)
     out |= {f"weights/{k}": w for k, w in enumerate(model.get_weights())}
     return out
+
+
+def assert_same_outputs(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
+    """Every result array of ``got`` bit-identical to ``want``'s; on a difference, name every differing array
+    (with its share of differing elements), so that a failure shows which stage first went apart (targets,
+    the model's weights, its predictions, the robustness sweep, the statistics)."""
+    assert sorted(got) == sorted(want)
+    differ = {}
+    for key, value in want.items():
+        a, b = np.asarray(got[key]), np.asarray(value)
+        if a.shape != b.shape or not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
+            differ[key] = "shape" if a.shape != b.shape else f"{np.mean(a != b):.1%} of elements"
+    assert not differ, f"{len(differ)} of {len(want)} arrays differ: {differ}"
