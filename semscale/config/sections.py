@@ -196,6 +196,10 @@ class TrainingConfig:
     campaign's targets; 0: the campaign's windows only."""
     synthetic_images: int = 32
     """Simulated images (``patch_size`` × 4 px square, in memory) behind ``synthetic_fraction``."""
+    synthetic_levels: Literal["calibration", "campaign"] = "calibration"
+    """Phase grey levels of those simulated images: ``calibration`` (randomised around the simulator's
+    calibration) or ``campaign`` (randomised around the levels and per-grain contrast measured on this
+    campaign's training images and their ``label_source`` labels, :func:`semscale.training.synthetic.campaign_levels`)."""
     init_weights: str | None = None
     """Start from these weights instead of random ones: ``synthetic`` (shipped, pretrained on
     domain-randomised simulated images; :mod:`semscale.training.pretrain`) or a ``.keras`` member file of
@@ -229,7 +233,8 @@ class TrainingConfig:
         for key, choices in (("split", ("tiles", "images")), ("mixed_precision", ("auto", "on", "off")),
                              ("monitor", ("val_mean_iou", "val_accuracy", "loss")),
                              ("jit_compile", (True, False, "auto")), ("verbose", (0, 1, 2)),
-                             ("recipe", tuple(TRAINING_RECIPES)), ("lr_schedule", ("constant", "cosine"))):
+                             ("recipe", tuple(TRAINING_RECIPES)), ("lr_schedule", ("constant", "cosine")),
+                             ("synthetic_levels", ("calibration", "campaign"))):
             _check(getattr(self, key) in choices, f"training.{key}", "one of " + ", ".join(map(repr, choices)),
                    getattr(self, key))
         _check(self.learning_rate > 0, "training.learning_rate", "a positive number", self.learning_rate)

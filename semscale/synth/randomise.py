@@ -5,18 +5,23 @@
 calibration ± a modest spread and are chosen **not** to contain the evaluation-only settings of
 :mod:`semscale.synth.evaluation` (tested): each of them differs from every randomised draw in at least one
 field, so the generalisation protocol measures extrapolation, never recall.
+
+With ``levels`` (the phase grey levels and per-grain contrast measured on one campaign's own training
+images and targets, :mod:`semscale.synth.levels`) the draws are centred there instead, with
+:data:`LEVELS_JITTER` and :data:`LEVELS_SD_SCALE`; every other field keeps its range above.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from semscale.synth.params import DEFAULT_PARAMS, SimParams
 
-__all__ = ["RANGES", "SCALED", "outside_ranges", "random_params", "random_time"]
+__all__ = ["LEVELS_JITTER", "LEVELS_SD_SCALE", "RANGES", "SCALED", "outside_ranges", "random_params", "random_time"]
 
 RANGES: dict[str, tuple[float, float]] = {
     # microstructure (µm)
@@ -48,16 +53,33 @@ SCALED: dict[str, tuple[float, float]] = {
 }
 """Per-phase tuples multiplied by one factor per phase drawn from this range."""
 
+LEVELS_JITTER: tuple[float, float, float, float] = (0.0, 2.5, 2.5, 3.5)
+"""Per-phase grey level around a campaign's measured ``base``: ± this (half of :data:`BASE_JITTER`)."""
+
+LEVELS_SD_SCALE: tuple[float, float] = (0.85, 1.15)
+"""A campaign's measured ``grain_sd`` is multiplied by one factor per phase drawn from this range."""
+
 MAX_TIME_MIN = 150.0
 """Oxidation times are drawn in [0, this] min, denser at early times (see :func:`random_time`)."""
 
 
-def random_params(rng: np.random.Generator) -> SimParams:
-    """One randomised simulator setting (see :data:`RANGES`, :data:`BASE_JITTER`, :data:`SCALED`)."""
+def random_params(
+    rng: np.random.Generator, *, levels: tuple[Sequence[float], Sequence[float]] | None = None
+) -> SimParams:
+    """One randomised simulator setting (see :data:`RANGES`, :data:`BASE_JITTER`, :data:`SCALED`).
+
+    ``levels``: simulator inputs ``(base, grain_sd)`` fitted to a campaign
+    (:func:`semscale.synth.levels.simulator_levels`), the centre of those two fields instead of the
+    calibration's.
+    """
     over: dict[str, Any] = {name: float(rng.uniform(lo, hi)) for name, (lo, hi) in RANGES.items()}
-    over["base"] = tuple(float(b + rng.uniform(-j, j)) for b, j in zip(DEFAULT_PARAMS.base, BASE_JITTER,
-                                                                       strict=True))
+    centre, jitter = (DEFAULT_PARAMS.base, BASE_JITTER) if levels is None else (levels[0], LEVELS_JITTER)
+    over["base"] = tuple(float(b + rng.uniform(-j, j)) for b, j in zip(centre, jitter, strict=True))
     for name, (lo, hi) in SCALED.items():
+        if levels is not None and name == "grain_sd":
+            factors = rng.uniform(*LEVELS_SD_SCALE, size=4)
+            over[name] = tuple(float(v * f) for v, f in zip(levels[1], factors, strict=True))
+            continue
         value = getattr(DEFAULT_PARAMS, name)
         factors = rng.uniform(lo, hi, size=len(value))
         if isinstance(value[0], tuple):

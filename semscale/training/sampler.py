@@ -41,7 +41,7 @@ from semscale.kernels.norm import apply_norm
 from semscale.store.layout import CampaignStore
 from semscale.training.augment import Augment, augment_pair
 from semscale.training.splits import TileSplit, window_overlaps_tiles
-from semscale.training.synthetic import SyntheticWindows
+from semscale.training.synthetic import SyntheticWindows, campaign_levels
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,13 @@ class PatchSampler:
         self.cache_mb = float(cfg.cache_mb)
         self.n_synthetic = round(self.batch_size * float(cfg.synthetic_fraction))
         # Lazy: images are simulated on the first synthetic window, i.e. never when n_synthetic is 0.
-        self.synthetic = SyntheticWindows(n_images=cfg.synthetic_images, size=4 * split.patch_size, seed=self.seed)
+        levels = None
+        if self.n_synthetic and cfg.synthetic_levels == "campaign":
+            levels = campaign_levels(store, split.train_images, label_source=cfg.label_source, seed=self.seed)
+            log.info("synthetic windows centred on the campaign's phase levels: base %s, grain contrast %s",
+                     np.round(levels[0], 1).tolist(), np.round(levels[1], 1).tolist())
+        self.synthetic = SyntheticWindows(n_images=cfg.synthetic_images, size=4 * split.patch_size, seed=self.seed,
+                                          levels=levels, pixel_size_um=store.meta.get("pixel_size_um"))
         self._reset_handles()
         self.rare_fraction = float(cfg.rare_fraction)
         self.n_classes = len(store.classes)
@@ -395,6 +401,9 @@ class PatchSampler:
             "rare_fraction": self.rare_fraction,
             "ignore_boundary_px": self.ignore_boundary_px,
             "synthetic_per_batch": self.n_synthetic,
+            **({"synthetic_levels": {"base": [round(v, 2) for v in self.synthetic.levels[0]],
+                                     "grain_sd": [round(v, 2) for v in self.synthetic.levels[1]]}}
+               if self.synthetic.levels is not None else {}),
             "rare_threshold": self.rare_threshold,
             "rare_classes": [int(c) for c in self.rare_classes],
             "class_fractions": [float(f) for f in self.class_fractions],

@@ -5,7 +5,9 @@ Two uses: :func:`write_synthetic_store` puts ``n`` randomised images in a campai
 randomised images held in memory, which the sampler mixes into the campaign's batches
 (``training.synthetic_fraction``) so that fine-tuning on EDS-guided targets keeps seeing exact labels.
 Each image has its own setting (:func:`semscale.synth.randomise.random_params`, never an evaluation-only
-setting) and oxidation time; everything is seeded.
+setting) and oxidation time; everything is seeded. With ``training.synthetic_levels: campaign`` the phase
+grey levels and per-grain contrast of those settings are centred on the campaign's own
+(:func:`campaign_levels`), measured on its training images and targets.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +23,72 @@ import numpy as np
 
 from semscale.kernels.norm import apply_norm, histogram, norm_from_histogram
 
-__all__ = ["SyntheticWindows", "simulate_random", "write_synthetic_store"]
+__all__ = ["SyntheticWindows", "campaign_levels", "simulate_random", "write_synthetic_store"]
 
 
-def simulate_random(rng: np.random.Generator, *, size: int) -> tuple[Any, Any]:
-    """One randomised ``size``² px image (no EDS): ``(SynthImage, SimParams)``."""
+Levels = tuple[tuple[float, ...], tuple[float, ...]]
+"""Simulator inputs ``(base, grain_sd)`` per phase, 8-bit grey levels (see :mod:`semscale.synth.levels`)."""
+
+LEVELS_CROP_PX = 1024
+"""Edge of the central crop of each training image that :func:`campaign_levels` measures (px)."""
+
+REFERENCE_REPEATS = 4
+"""Simulated references per training image: a few grains decide one image's NiO level (± 3-4 grey levels
+between seeds at 512² px), so the reference averages several."""
+
+
+def simulate_random(rng: np.random.Generator, *, size: int, levels: Levels | None = None,
+                    pixel_size_um: float | None = None) -> tuple[Any, Any]:
+    """One randomised ``size``² px image (no EDS): ``(SynthImage, SimParams)``; ``levels`` centres the phase
+    grey levels (:func:`semscale.synth.randomise.random_params`), ``pixel_size_um`` (default: the
+    calibration's) sets the scale of every physical length."""
     from semscale.synth import simulate
+    from semscale.synth.params import DEFAULT_PIXEL_SIZE_UM
     from semscale.synth.randomise import random_params, random_time
 
-    params, time_min = random_params(rng), random_time(rng)
+    params, time_min = random_params(rng, levels=levels), random_time(rng)
     sim = simulate((size, size), oxidation_min=time_min, seed=int(rng.integers(2**31)), with_eds=False,
-                   params=params)
+                   params=params, pixel_size_um=pixel_size_um or DEFAULT_PIXEL_SIZE_UM)
     return sim, params
+
+
+def _central(a: Any, edge: int) -> np.ndarray:
+    """The central ``edge``² px (at most) of a 2-D array, read into memory."""
+    h, w = a.shape
+    y, x = max((h - edge) // 2, 0), max((w - edge) // 2, 0)
+    return np.asarray(a[y : y + edge, x : x + edge])
+
+
+def campaign_levels(store: Any, image_ids: Sequence[str], *, label_source: str, seed: int = 0) -> Levels:
+    """Simulator inputs ``(base, grain_sd)`` that reproduce the phase grey levels of ``image_ids``.
+
+    Measures the central :data:`LEVELS_CROP_PX`² px of each image and its ``label_source`` labels relative
+    to YSZ (the last class; :func:`~semscale.synth.levels.measure_levels`), then the same on the calibration simulated
+    :data:`REFERENCE_REPEATS` times at each image's oxidation time (30 min where unknown), crop size and the
+    store's pixel size with its exact truth, and moves the calibration's inputs by the difference
+    (:func:`~semscale.synth.levels.simulator_levels`).
+    """
+    from semscale.synth import simulate
+    from semscale.synth.levels import measure_levels, pool_levels, simulator_levels
+    from semscale.synth.params import DEFAULT_PARAMS, DEFAULT_PIXEL_SIZE_UM
+
+    n_classes = len(store.classes)
+    pixel_size_um = store.meta.get("pixel_size_um") or DEFAULT_PIXEL_SIZE_UM
+    anchor = n_classes - 1  # YSZ: it does not oxidise
+    measured, reference, raw = [], [], []
+    for i, image_id in enumerate(image_ids):
+        sem = _central(store.sem_array(image_id), LEVELS_CROP_PX)
+        labels = _central(store.label_array(image_id, label_source), LEVELS_CROP_PX)
+        measured.append(measure_levels(sem, labels, n_classes=n_classes, anchor=anchor))
+        time_min = store.image_attrs(image_id).get("oxidation_min")
+        for r in range(REFERENCE_REPEATS):  # 8-bit: the simulator's own grey levels
+            sim = simulate(sem.shape, oxidation_min=30.0 if time_min is None else float(time_min),
+                           seed=(int(seed) * 1000 + i) * REFERENCE_REPEATS + r, with_eds=False,
+                           pixel_size_um=pixel_size_um)
+            reference.append(measure_levels(sim.sem, sim.truth, n_classes=n_classes, anchor=anchor))
+            raw.append(measure_levels(sim.sem, sim.truth, n_classes=n_classes))
+    return simulator_levels(pool_levels(measured), pool_levels(reference), base=DEFAULT_PARAMS.base,
+                            grain_sd=DEFAULT_PARAMS.grain_sd, unit=pool_levels(raw).base[anchor])
 
 
 def write_synthetic_store(path: Path, *, n_images: int, size: int, seed: int, chunks: int = 256) -> Any:
@@ -59,13 +116,16 @@ class SyntheticWindows:
     pair from ``rng``. Thread-safe; pickles without its images (rebuilt, identically, where unpickled).
     """
 
-    def __init__(self, *, n_images: int, size: int, seed: int) -> None:
+    def __init__(self, *, n_images: int, size: int, seed: int, levels: Levels | None = None,
+                 pixel_size_um: float | None = None) -> None:
         self.n_images, self.size, self.seed = int(n_images), int(size), int(seed)
+        self.levels, self.pixel_size_um = levels, pixel_size_um
         self._images: list[tuple[np.ndarray, np.ndarray]] | None = None
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"n_images": self.n_images, "size": self.size, "seed": self.seed}
+        return {"n_images": self.n_images, "size": self.size, "seed": self.seed, "levels": self.levels,
+                "pixel_size_um": self.pixel_size_um}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
@@ -77,7 +137,8 @@ class SyntheticWindows:
                 rng = np.random.default_rng([self.seed, 0x5EED, 1])
                 out = []
                 for _ in range(self.n_images):
-                    sim, _params = simulate_random(rng, size=self.size)
+                    sim, _params = simulate_random(rng, size=self.size, levels=self.levels,
+                                                   pixel_size_um=self.pixel_size_um)
                     norm = norm_from_histogram(histogram(sim.sem, nbins=int(np.iinfo(sim.sem.dtype).max) + 1))
                     out.append((apply_norm(sim.sem, norm).astype(np.float32), sim.truth.astype(np.uint8)))
                 self._images = out
