@@ -71,7 +71,9 @@ def pretrain_synthetic(out: Path, cfg: TrainingConfig, *, workdir: Path, n_image
     if out.suffix != ".keras":
         raise ConfigError(f"Expected a `.keras` output file. Got {out}.")
     store = write_synthetic_store(workdir / "synthetic.zarr", n_images=n_images, size=size, seed=seed)
-    cfg = dataclasses.replace(cfg, label_source="truth", ignore_boundary_px=0.0, init_weights=None)
+    # every window is simulated already: no second source of simulated windows (the cpu recipe mixes them in)
+    cfg = dataclasses.replace(cfg, label_source="truth", ignore_boundary_px=0.0, init_weights=None,
+                              synthetic_fraction=0.0)
     side = train_member(store, cfg, member=0)
     model_file = store.member_file(cfg.name, 0, "model")
     side["pretraining"] = {

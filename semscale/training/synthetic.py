@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,8 @@ import numpy as np
 from semscale.kernels.norm import apply_norm, histogram, norm_from_histogram
 
 __all__ = ["SyntheticWindows", "campaign_levels", "simulate_random", "write_synthetic_store"]
+
+log = logging.getLogger(__name__)
 
 
 Levels = tuple[tuple[float, ...], tuple[float, ...]]
@@ -87,7 +90,14 @@ def campaign_levels(store: Any, image_ids: Sequence[str], *, label_source: str, 
                            pixel_size_um=pixel_size_um)
             reference.append(measure_levels(sim.sem, sim.truth, n_classes=n_classes, anchor=anchor))
             raw.append(measure_levels(sim.sem, sim.truth, n_classes=n_classes))
-    return simulator_levels(pool_levels(measured), pool_levels(reference), base=DEFAULT_PARAMS.base,
+    pooled = pool_levels(measured)
+    missing = [store.classes[k] for k in range(1, n_classes) if not pooled.pixels[k]]
+    if missing:
+        what = store.classes[anchor] if not pooled.pixels[anchor] else ", ".join(missing)
+        log.warning("synthetic levels: no interior of %s in the %s labels of %s; the calibration's levels "
+                    "stand in for %s", what, label_source, ", ".join(image_ids),
+                    "every phase" if not pooled.pixels[anchor] else "those")
+    return simulator_levels(pooled, pool_levels(reference), base=DEFAULT_PARAMS.base,
                             grain_sd=DEFAULT_PARAMS.grain_sd, unit=pool_levels(raw).base[anchor])
 
 

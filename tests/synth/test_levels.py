@@ -141,3 +141,13 @@ def test_sampler_simulates_around_the_campaign_levels(shifted_store):
     assert x.shape == (4, 32, 32, 1) and set(np.unique(y)) <= {0, 1, 2, 3}
     with pytest.raises(ConfigError, match="training.synthetic_levels"):
         TrainingConfig(synthetic_levels="truth")  # type: ignore[arg-type]
+
+
+def test_campaign_levels_without_ysz_fall_back_to_the_calibration(shifted_store, caplog):
+    for image_id in ("s0", "s1"):
+        truth = shifted_store.label_array(image_id, "truth")[...]
+        shifted_store.write_labels(image_id, "no_ysz", np.where(truth == 3, 2, truth).astype(np.uint8))
+    with caplog.at_level("WARNING", logger="semscale.training.synthetic"):
+        base, sd = campaign_levels(shifted_store, ["s0", "s1"], label_source="no_ysz")
+    assert base == DEFAULT_PARAMS.base and sd == DEFAULT_PARAMS.grain_sd
+    assert "no interior of YSZ in the no_ysz labels of s0, s1" in caplog.text and "every phase" in caplog.text
