@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMES = (0, 5, 20, 120)
 EDS_TIMES = (0, 120)
 RECIPE_SETS = ("filters=[4, 8, 16]", "dropout=[0, 0, 0]", "patch_size=64", "batch_size=4", "epochs=2",
-               "steps_per_epoch=5", "budget_min=5")
+               "steps_per_epoch=5", "budget_min=5", "synthetic_images=4")
 """The cpu recipe, written into the campaign config as a user would, made tiny."""
 
 
@@ -104,10 +104,15 @@ def test_the_recipe_is_written_as_a_user_would_and_compared(protocol: dict[str, 
     assert cfg.training.recipe == "cpu" and cfg.training.lr_schedule == "cosine"  # from the recipe
     assert cfg.training == TrainingConfig.from_recipe("cpu", name="unet", seed=0, filters=(4, 8, 16),
                                                       dropout=(0.0, 0.0, 0.0), patch_size=64, batch_size=4,
-                                                      epochs=2, steps_per_epoch=5, budget_min=5.0)
+                                                      epochs=2, steps_per_epoch=5, budget_min=5.0,
+                                                      synthetic_images=4)
     assert result["config_training"]["recipe"] == "cpu" and result["config_training"]["budget_min"] == 5
     (member,) = result["members"]
     assert member["epochs_trained"] == 2 and member["stopped"] is None and member["train_minutes"] < 5
+    sampler = json.loads(Path(member["path"]).with_suffix(".json").read_text())["sampler"]
+    assert cfg.training.synthetic_levels == "campaign" and sampler["synthetic_per_batch"] == 3  # ¾ of 4
+    base = sampler["synthetic_levels"]["base"]  # measured on this campaign's targets: NiO < Ni < YSZ
+    assert base[0] == 0.0 and 0.0 < base[1] < base[2] < base[3]
     assert set(result["seconds"]) >= {"label", "train", "predict"}
     table = subprocess.run([sys.executable, "benchmarks/generalisation.py", "compare",
                             str(protocol["work"] / "result.json")], cwd=ROOT, capture_output=True, text=True,

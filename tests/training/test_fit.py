@@ -265,6 +265,7 @@ def _observed_member(store, seen: dict) -> dict:
         "in_memory": ds.in_memory, "cache_mb": ds._cache.max_bytes / 2**20 if ds._cache else 0.0,
         "verbose": fit_kw["verbose"], **_observed_schedule(fit_kw["callbacks"][1]),
         "synthetic_fraction": ds.n_synthetic / ds.batch_size, "synthetic_images": ds.synthetic.n_images,
+        "synthetic_levels": "calibration" if ds.synthetic.levels is None else "campaign",
         "init_weights": None if _he_normal_start(run, model) else "?",
     }
 
