@@ -9,8 +9,8 @@ like this campaign's phases while everything else stays randomised.
 
 Levels are grey levels above the pore in each phase's interior (``erode_px`` away from any other label, so
 the targets' boundary errors and the blur stay out) on the image smoothed with σ = ``smooth_px``, where the
-shot noise is averaged away and the per-grain (channelling) contrast remains; with ``anchor`` (YSZ, which
-does not oxidise) they are divided by that phase's level, image by image, so each image's gain and offset
+shot noise is averaged away and the per-grain (channelling) contrast remains. :func:`relative_to` divides
+them by one phase's level (YSZ, which does not oxidise), image by image, so each image's gain and offset
 drop out and the units of the images do not matter. :func:`simulator_levels` turns the difference from
 the same measurement on the calibration into simulator inputs (8-bit grey levels).
 """
@@ -22,33 +22,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PhaseLevels", "measure_levels", "pool_levels", "simulator_levels"]
+__all__ = ["PhaseLevels", "measure_levels", "pool_levels", "relative_to", "simulator_levels"]
 
 
 @dataclass(frozen=True)
 class PhaseLevels:
     """Per-phase grey level above the pore (``base``) and per-grain contrast (``grain_sd``), in the units of
-    the image measured (or of the anchor phase's level), with the interior pixel count of each (0: the phase
-    was absent; its values NaN)."""
+    the image measured (or of an anchor phase's level, :func:`relative_to`), with the interior pixel count of
+    each (0: the phase was absent; its values NaN)."""
 
     base: tuple[float, ...]
     grain_sd: tuple[float, ...]
     pixels: tuple[int, ...]
 
-    def to_dict(self) -> dict[str, list[float] | list[int]]:
-        return {"base": [round(v, 2) for v in self.base], "grain_sd": [round(v, 2) for v in self.grain_sd],
-                "pixels": list(self.pixels)}
 
-
-def measure_levels(image: np.ndarray, labels: np.ndarray, *, n_classes: int, anchor: int | None = None,
-                   erode_px: int = 3, smooth_px: float = 2.0, min_pixels: int = 200) -> PhaseLevels:
+def measure_levels(image: np.ndarray, labels: np.ndarray, *, n_classes: int, erode_px: int = 3,
+                   smooth_px: float = 2.0, min_pixels: int = 200) -> PhaseLevels:
     """Interior grey statistics of each class of ``labels`` (uint8, 0..n_classes-1, other values ignored) on
-    ``image`` (any real dtype; normally the normalised SEM).
+    ``image`` (the raw SEM, any real dtype).
 
     ``base[k]``: median smoothed grey level of class k's interior minus class 0's (the pore); ``grain_sd[k]``:
-    its standard deviation; both divided by ``base[anchor]`` when ``anchor`` is given (an image without the
-    anchor phase then counts as having no phase at all). A class with fewer than ``min_pixels`` interior
-    pixels is absent (NaN, 0 px). ``image`` and ``labels`` have one shape.
+    its standard deviation. A class with fewer than ``min_pixels`` interior pixels is absent (NaN, 0 px).
+    ``image`` and ``labels`` have one shape.
     """
     from scipy.ndimage import binary_erosion, gaussian_filter
 
@@ -65,14 +60,18 @@ def measure_levels(image: np.ndarray, labels: np.ndarray, *, n_classes: int, anc
         sds.append(float(values.std()) if present else np.nan)
         counts.append(int(values.size) if present else 0)
     pore = medians[0] if counts[0] else 0.0
-    base = np.array(medians) - pore
-    sd = np.array(sds)
-    if anchor is not None:
-        unit = base[anchor] if counts[anchor] and base[anchor] > 0 else np.nan
-        base, sd = base / unit, sd / unit
-        if np.isnan(unit):
-            counts = [0] * n_classes
-    return PhaseLevels(base=tuple(map(float, base)), grain_sd=tuple(map(float, sd)), pixels=tuple(counts))
+    return PhaseLevels(base=tuple(m - pore for m in medians), grain_sd=tuple(sds), pixels=tuple(counts))
+
+
+def relative_to(levels: PhaseLevels, anchor: int) -> PhaseLevels:
+    """``levels`` divided by the level of class ``anchor`` (which becomes 1); without that phase (absent, or
+    not above the pore) nothing can be related to it, and every class counts as absent."""
+    unit = levels.base[anchor]
+    if not levels.pixels[anchor] or not unit > 0:
+        n = len(levels.base)
+        return PhaseLevels(base=(np.nan,) * n, grain_sd=(np.nan,) * n, pixels=(0,) * n)
+    return PhaseLevels(base=tuple(b / unit for b in levels.base), grain_sd=tuple(s / unit for s in levels.grain_sd),
+                       pixels=levels.pixels)
 
 
 def pool_levels(levels: Sequence[PhaseLevels]) -> PhaseLevels:

@@ -66,13 +66,13 @@ def campaign_levels(store: Any, image_ids: Sequence[str], *, label_source: str, 
     """Simulator inputs ``(base, grain_sd)`` that reproduce the phase grey levels of ``image_ids``.
 
     Measures the central :data:`LEVELS_CROP_PX`² px of each image and its ``label_source`` labels relative
-    to YSZ (the last class; :func:`~semscale.synth.levels.measure_levels`), then the same on the calibration simulated
-    :data:`REFERENCE_REPEATS` times at each image's oxidation time (30 min where unknown), crop size and the
+    to YSZ (the last class; :func:`~semscale.synth.levels.measure_levels`), then the same on the calibration
+    simulated :data:`REFERENCE_REPEATS` times at each image's oxidation time (30 min where unknown), crop size and the
     store's pixel size with its exact truth, and moves the calibration's inputs by the difference
     (:func:`~semscale.synth.levels.simulator_levels`).
     """
     from semscale.synth import simulate
-    from semscale.synth.levels import measure_levels, pool_levels, simulator_levels
+    from semscale.synth.levels import measure_levels, pool_levels, relative_to, simulator_levels
     from semscale.synth.params import DEFAULT_PARAMS, DEFAULT_PIXEL_SIZE_UM
 
     n_classes = len(store.classes)
@@ -82,14 +82,14 @@ def campaign_levels(store: Any, image_ids: Sequence[str], *, label_source: str, 
     for i, image_id in enumerate(image_ids):
         sem = _central(store.sem_array(image_id), LEVELS_CROP_PX)
         labels = _central(store.label_array(image_id, label_source), LEVELS_CROP_PX)
-        measured.append(measure_levels(sem, labels, n_classes=n_classes, anchor=anchor))
+        measured.append(relative_to(measure_levels(sem, labels, n_classes=n_classes), anchor))
         time_min = store.image_attrs(image_id).get("oxidation_min")
         for r in range(REFERENCE_REPEATS):  # 8-bit: the simulator's own grey levels
             sim = simulate(sem.shape, oxidation_min=30.0 if time_min is None else float(time_min),
                            seed=(int(seed) * 1000 + i) * REFERENCE_REPEATS + r, with_eds=False,
                            pixel_size_um=pixel_size_um)
-            reference.append(measure_levels(sim.sem, sim.truth, n_classes=n_classes, anchor=anchor))
             raw.append(measure_levels(sim.sem, sim.truth, n_classes=n_classes))
+            reference.append(relative_to(raw[-1], anchor))
     pooled = pool_levels(measured)
     missing = [store.classes[k] for k in range(1, n_classes) if not pooled.pixels[k]]
     if missing:

@@ -13,7 +13,13 @@ from semscale.errors import ConfigError
 from semscale.store import create_store
 from semscale.synth import simulate
 from semscale.synth.campaign import add_to_store
-from semscale.synth.levels import PhaseLevels, measure_levels, pool_levels, simulator_levels
+from semscale.synth.levels import (
+    PhaseLevels,
+    measure_levels,
+    pool_levels,
+    relative_to,
+    simulator_levels,
+)
 from semscale.synth.params import DEFAULT_PARAMS
 from semscale.synth.randomise import LEVELS_JITTER, LEVELS_SD_SCALE, RANGES, random_params
 from semscale.training.sampler import PatchSampler
@@ -43,9 +49,9 @@ def test_measure_levels_reads_interior_levels_above_the_pore():
         assert contrast[k] * 0.6 < lv.grain_sd[k] < contrast[k] * 1.3 + 1.0, (k, lv.grain_sd[k])
     assert all(p > 0 for p in lv.pixels) and lv.pixels[1] < 60 * 240  # interiors only: eroded
     # relative to an anchor phase: a gain and an offset (and the units) drop out
-    rel = measure_levels(sem, labels, n_classes=4, anchor=3)
-    assert rel.base[3] == 1.0
-    brighter = measure_levels(sem.astype(np.float32) * 1.7 + 9.0, labels, n_classes=4, anchor=3)
+    rel = relative_to(lv, 3)
+    assert rel.base[3] == 1.0 and rel.pixels == lv.pixels
+    brighter = relative_to(measure_levels(sem.astype(np.float32) * 1.7 + 9.0, labels, n_classes=4), 3)
     np.testing.assert_allclose(brighter.base, rel.base, atol=1e-3)
     np.testing.assert_allclose(brighter.grain_sd, rel.grain_sd, rtol=1e-3)
     np.testing.assert_allclose(np.array(rel.base) * lv.base[3], lv.base, rtol=1e-5)
@@ -54,7 +60,7 @@ def test_measure_levels_reads_interior_levels_above_the_pore():
     gone = measure_levels(sem, labels, n_classes=4)
     assert gone.pixels[1] == 0 and np.isnan(gone.base[1]) and np.isnan(gone.grain_sd[1])
     labels[labels == 3] = 2
-    assert measure_levels(sem, labels, n_classes=4, anchor=3).pixels == (0, 0, 0, 0)
+    assert relative_to(measure_levels(sem, labels, n_classes=4), 3).pixels == (0, 0, 0, 0)
     with pytest.raises(ValueError, match="labels of the image's shape"):
         measure_levels(sem, labels[:10], n_classes=4)
 
