@@ -22,7 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PhaseLevels", "measure_levels", "pool_levels", "relative_to", "simulator_levels"]
+__all__ = ["Levels", "PhaseLevels", "measure_levels", "pool_levels", "relative_to", "simulator_levels"]
+
+
+Levels = tuple[tuple[float, ...], tuple[float, ...]]
+"""Simulator inputs ``(base, grain_sd)`` per phase, 8-bit grey levels (what :func:`simulator_levels` gives)."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ def pool_levels(levels: Sequence[PhaseLevels]) -> PhaseLevels:
 
 
 def simulator_levels(measured: PhaseLevels, reference: PhaseLevels, *, base: Sequence[float],
-                     grain_sd: Sequence[float], unit: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+                     grain_sd: Sequence[float], unit: float) -> Levels:
     """Simulator inputs ``(base, grain_sd)`` (8-bit grey levels) that reproduce ``measured``: the
     calibration's inputs ``base`` / ``grain_sd`` moved by how far ``measured`` lies from ``reference`` (the
     same measurement on the calibration simulated like the campaign: same times and size, exact truth),

@@ -14,11 +14,11 @@ images and targets, :mod:`semscale.synth.levels`) the draws are centred there in
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from semscale.synth.levels import Levels
 from semscale.synth.params import DEFAULT_PARAMS, SimParams
 
 __all__ = ["LEVELS_JITTER", "LEVELS_SD_SCALE", "RANGES", "SCALED", "outside_ranges", "random_params", "random_time"]
@@ -64,7 +64,7 @@ MAX_TIME_MIN = 150.0
 
 
 def random_params(
-    rng: np.random.Generator, *, levels: tuple[Sequence[float], Sequence[float]] | None = None
+    rng: np.random.Generator, *, levels: Levels | None = None
 ) -> SimParams:
     """One randomised simulator setting (see :data:`RANGES`, :data:`BASE_JITTER`, :data:`SCALED`).
 

@@ -18,19 +18,19 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from semscale.kernels.norm import apply_norm, histogram, norm_from_histogram
 
+if TYPE_CHECKING:  # the simulator loads only where simulated windows are used
+    from semscale.synth.levels import Levels
+
 __all__ = ["SyntheticWindows", "campaign_levels", "simulate_random", "write_synthetic_store"]
 
 log = logging.getLogger(__name__)
 
-
-Levels = tuple[tuple[float, ...], tuple[float, ...]]
-"""Simulator inputs ``(base, grain_sd)`` per phase, 8-bit grey levels (see :mod:`semscale.synth.levels`)."""
 
 LEVELS_CROP_PX = 1024
 """Edge of the central crop of each training image that :func:`campaign_levels` measures (px)."""
