@@ -200,6 +200,14 @@ class TrainingConfig:
     """Phase grey levels of those simulated images: ``calibration`` (randomised around the simulator's
     calibration) or ``campaign`` (randomised around the levels and per-grain contrast measured on this
     campaign's training images and their ``label_source`` labels, :func:`semscale.training.synthetic.campaign_levels`)."""
+    class_offsets: Literal["none", "synthetic"] = "none"
+    """``synthetic``: after training, offsets of the network's class log-probabilities are fitted on
+    ``calibration_images`` further simulated images with exact truth (drawn like the ``synthetic_levels``
+    windows, none of them trained on) so that the labels' class shares there equal the truth's
+    (:func:`semscale.kernels.calibration.share_offsets`), and added to the output layer's bias: the saved
+    member carries them, its sidecar records them and the shares before and after. ``none``: as trained."""
+    calibration_images: int = 16
+    """Simulated images (``patch_size`` × 4 px square) behind ``class_offsets: synthetic``."""
     init_weights: str | None = None
     """Start from these weights instead of random ones: ``synthetic`` (shipped, pretrained on
     domain-randomised simulated images; :mod:`semscale.training.pretrain`) or a ``.keras`` member file of
@@ -225,7 +233,8 @@ class TrainingConfig:
         for key, least, optional in (("batch_size", 1, False), ("epochs", 1, False), ("ensemble", 1, False),
                                      ("workers", 1, False), ("max_queue_size", 1, False), ("first_member", 0, False),
                                      ("retries", 0, False), ("steps_per_epoch", 1, True), ("threads", 1, True),
-                                     ("n_test_tiles", 0, True), ("patience", 1, True)):
+                                     ("n_test_tiles", 0, True), ("patience", 1, True),
+                                     ("synthetic_images", 1, False), ("calibration_images", 1, False)):
             value = getattr(self, key)
             _check((optional and value is None) or (value is not None and value >= least), f"training.{key}",
                    f"an integer >= {least}" + (" or null" if optional else ""), value)
@@ -234,7 +243,8 @@ class TrainingConfig:
                              ("monitor", ("val_mean_iou", "val_accuracy", "loss")),
                              ("jit_compile", (True, False, "auto")), ("verbose", (0, 1, 2)),
                              ("recipe", tuple(TRAINING_RECIPES)), ("lr_schedule", ("constant", "cosine")),
-                             ("synthetic_levels", ("calibration", "campaign"))):
+                             ("synthetic_levels", ("calibration", "campaign")),
+                             ("class_offsets", ("none", "synthetic"))):
             _check(getattr(self, key) in choices, f"training.{key}", "one of " + ", ".join(map(repr, choices)),
                    getattr(self, key))
         _check(self.learning_rate > 0, "training.learning_rate", "a positive number", self.learning_rate)
@@ -248,7 +258,6 @@ class TrainingConfig:
         _check(self.cache_mb >= 0, "training.cache_mb", "a number >= 0 (MiB)", self.cache_mb)
         _check(0 <= self.synthetic_fraction < 1, "training.synthetic_fraction", "a number in [0, 1)",
                self.synthetic_fraction)
-        _check(self.synthetic_images >= 1, "training.synthetic_images", "an integer >= 1", self.synthetic_images)
         _check(self.budget_min is None or self.budget_min > 0, "training.budget_min",
                "a positive number of minutes or null", self.budget_min)
 
@@ -259,7 +268,8 @@ TRAINING_RECIPES: dict[str, dict[str, Any]] = {
         "filters": (16, 32, 64, 128), "dropout": (0.0, 0.05, 0.1, 0.1), "patch_size": 128, "batch_size": 8,
         "epochs": 1000, "steps_per_epoch": 50, "learning_rate": 2e-3, "lr_schedule": "cosine",
         "budget_min": 30.0, "mixed_precision": "on", "test_tiles_fraction": 0.1,
-        "synthetic_fraction": 0.75, "synthetic_images": 64, "synthetic_levels": "campaign",
+        "synthetic_fraction": 0.9, "synthetic_images": 64, "synthetic_levels": "campaign",
+        "class_offsets": "synthetic",
     },
 }
 """Named sets of training defaults (``training.recipe``). ``paper``: the published method (a GPU's).

@@ -247,6 +247,8 @@ def _finished(run: MemberRun) -> dict[str, Any] | None:
         side = json.loads(paths["sidecar"].read_text())
         if side.get("fingerprint") != run.fingerprint:
             return None
+        if (side.get("class_offsets") or {}).get("setting") != _calibration_setting(run):
+            return None  # resumed from the checkpoint: exported and calibrated again, not retrained
         done = side.get("epochs_trained", 0) >= run.cfg.epochs
         if not done and side.get("stopped") and paths["history"].is_file():
             # Stopped early (budget, patience): done unless the budget or patience now asks for more.
@@ -345,10 +347,29 @@ def _export(run: MemberRun, *, history: list[dict[str, Any]], best: dict[str, An
     metrics = {k: v for k, v in best_row.items() if k.startswith("val_") or k == "loss"}
     sidecar = _sidecar(run, history=history, best=best, monitor=monitor, metrics=metrics, seconds=seconds,
                        stopped=stopped)
+    if run.cfg.class_offsets == "synthetic":
+        from semscale.training.calibrate import calibrate_member
+
+        sidecar["class_offsets"] = calibrate_member(final, _calibration_windows(run), classes=run.classes,
+                                                    label=run.label)
     save_model(final, paths["model"], sidecar=sidecar)
     log.info("%s done: best epoch %s, %s", run.label, sidecar["best_epoch"],
              ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
     return dict(json.loads(paths["sidecar"].read_text()))
+
+
+def _calibration_windows(run: MemberRun) -> Any:
+    """The held-out simulated images the class offsets are fitted on (drawn like the training's)."""
+    return run.dataset.synthetic.held_out(run.cfg.calibration_images)
+
+
+def _calibration_setting(run: MemberRun) -> dict[str, Any] | None:
+    """What the member's class offsets must have been fitted with (None: no offsets)."""
+    if run.cfg.class_offsets == "none":
+        return None
+    from semscale.training.calibrate import calibration_setting
+
+    return calibration_setting(_calibration_windows(run))
 
 
 def _sidecar(run: MemberRun, *, history: list[dict[str, Any]], best: dict[str, Any] | None, monitor: str,

@@ -188,9 +188,11 @@ class PatchSampler:
         self.ignore_boundary_px = float(cfg.ignore_boundary_px)
         self.cache_mb = float(cfg.cache_mb)
         self.n_synthetic = round(self.batch_size * float(cfg.synthetic_fraction))
-        # Lazy: images are simulated on the first synthetic window, i.e. never when n_synthetic is 0.
+        # Lazy: images are simulated on the first synthetic window, i.e. never when n_synthetic is 0; the
+        # class offsets are fitted on further images drawn the same way (SyntheticWindows.held_out).
         levels = None
-        if self.n_synthetic and cfg.synthetic_levels == "campaign":
+        simulated = self.n_synthetic or cfg.class_offsets == "synthetic"
+        if simulated and cfg.synthetic_levels == "campaign":
             levels = campaign_levels(store, split.train_images, label_source=cfg.label_source, seed=self.seed)
             log.info("synthetic windows centred on the campaign's phase levels: base %s, grain contrast %s",
                      np.round(levels[0], 1).tolist(), np.round(levels[1], 1).tolist())

@@ -127,15 +127,15 @@ class SyntheticWindows:
     """
 
     def __init__(self, *, n_images: int, size: int, seed: int, levels: Levels | None = None,
-                 pixel_size_um: float | None = None) -> None:
-        self.n_images, self.size, self.seed = int(n_images), int(size), int(seed)
+                 pixel_size_um: float | None = None, stream: int = 1) -> None:
+        self.n_images, self.size, self.seed, self.stream = int(n_images), int(size), int(seed), int(stream)
         self.levels, self.pixel_size_um = levels, pixel_size_um
         self._images: list[tuple[np.ndarray, np.ndarray]] | None = None
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"n_images": self.n_images, "size": self.size, "seed": self.seed, "levels": self.levels,
-                "pixel_size_um": self.pixel_size_um}
+                "pixel_size_um": self.pixel_size_um, "stream": self.stream}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
@@ -144,7 +144,7 @@ class SyntheticWindows:
         """The normalised images and their truth, simulated once."""
         with self._lock:
             if self._images is None:
-                rng = np.random.default_rng([self.seed, 0x5EED, 1])
+                rng = np.random.default_rng([self.seed, 0x5EED, self.stream])
                 out = []
                 for _ in range(self.n_images):
                     sim, _params = simulate_random(rng, size=self.size, levels=self.levels,
@@ -153,6 +153,12 @@ class SyntheticWindows:
                     out.append((apply_norm(sim.sem, norm).astype(np.float32), sim.truth.astype(np.uint8)))
                 self._images = out
             return self._images
+
+    def held_out(self, n_images: int) -> SyntheticWindows:
+        """``n_images`` other images drawn the same way (same levels, size and pixel size; another random
+        stream, so none of them is one of these)."""
+        return SyntheticWindows(n_images=n_images, size=self.size, seed=self.seed, levels=self.levels,
+                                pixel_size_um=self.pixel_size_um, stream=self.stream + 1)
 
     def window(self, rng: np.random.Generator, patch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """One ``patch_size``² window of a random image at a random position."""

@@ -182,6 +182,52 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(train_store, p
     assert whole[2] == resumed[2] and whole[3] == resumed[3]
 
 
+def test_class_offsets_are_fitted_on_held_out_simulated_images_and_carried_by_the_member(train_store):
+    """``class_offsets: synthetic`` adds the fitted offsets to the exported member's output bias: the member's
+    labels on the calibration images have the shares the sidecar records. Switching it on or off for a
+    finished member exports again from the best checkpoint (no epoch retrained); off gives back the
+    uncalibrated member bit for bit."""
+    import keras
+
+    from semscale.kernels.calibration import class_shares
+    from semscale.store.models import member_paths
+    from semscale.training.fit import train_member
+    from semscale.training.synthetic import SyntheticWindows
+
+    base = TrainingConfig(name="calib", epochs=4, steps_per_epoch=4, augment=False, learning_rate=1e-2,
+                          synthetic_fraction=0.75, synthetic_images=2, **TINY)
+    plain = train_member(train_store, base, member=0)
+    assert plain.get("class_offsets") is None
+    paths = member_paths(train_store, "calib", 0)
+    history = paths["history"].read_text()
+    plain_weights = keras.saving.load_model(paths["model"], compile=False).get_weights()
+
+    cfg = dataclasses.replace(base, class_offsets="synthetic", calibration_images=2)
+    side = train_member(train_store, cfg, member=0)
+    rec = side["class_offsets"]
+    assert side["epochs_trained"] == plain["epochs_trained"] and paths["history"].read_text() == history
+    assert rec["setting"]["images"] == 2 and rec["setting"]["stream"] == 2 and rec["setting"]["size"] == 4 * P
+    model = keras.saving.load_model(paths["model"], compile=False)
+    bias, plain_bias = model.get_layer("softmax").bias.numpy(), plain_weights[-1]
+    np.testing.assert_allclose(bias - plain_bias, rec["offsets"], atol=1e-5)
+    shares = {k: np.asarray(v) for k, v in rec["shares_pct"].items()}
+    assert np.abs(rec["offsets"]).max() > 0.05
+    assert np.abs(shares["after"] - shares["truth"]).max() < np.abs(shares["before"] - shares["truth"]).max()
+    # the calibration images: drawn like the training's simulated windows, none of them a training image
+    windows = SyntheticWindows(n_images=2, size=4 * P, seed=base.seed, pixel_size_um=0.04458, stream=2)
+    assert not any(np.array_equal(a[0], b[0]) for a in windows.images()
+                   for b in SyntheticWindows(n_images=2, size=4 * P, seed=base.seed, stream=1).images())
+    labels = [np.argmax(model.predict_on_batch(img[None, :, :, None])[0], -1) for img, _ in windows.images()]
+    np.testing.assert_allclose(100 * class_shares(labels, n_classes=4), rec["shares_pct"]["after"], atol=2e-3)
+    assert train_member(train_store, cfg, member=0)["class_offsets"] == rec  # finished: kept as it is
+
+    again = train_member(train_store, base, member=0)
+    assert again.get("class_offsets") is None and paths["history"].read_text() == history
+    for a, b in zip(keras.saving.load_model(paths["model"], compile=False).get_weights(), plain_weights,
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_bad_settings_raise(train_store):
     from semscale.training.fit import train_member
 
@@ -234,6 +280,7 @@ def _spy_member(monkeypatch) -> dict:
 
 def _observed_member(store, seen: dict) -> dict:
     """The option values that the recorded behaviour of train_member corresponds to."""
+    from semscale.training import fit
     from semscale.training.augment import Augment
     from semscale.training.fit import on_gpu
     from semscale.training.splits import PAPER_TEST_FRACTION, split_tiles
@@ -267,6 +314,8 @@ def _observed_member(store, seen: dict) -> dict:
         "synthetic_fraction": ds.n_synthetic / ds.batch_size, "synthetic_images": ds.synthetic.n_images,
         "synthetic_levels": "calibration" if ds.synthetic.levels is None else "campaign",
         "init_weights": None if _he_normal_start(run, model) else "?",
+        "class_offsets": "none" if fit._calibration_setting(run) is None else "synthetic",
+        "calibration_images": fit._calibration_windows(run).n_images,
     }
 
 
