@@ -110,9 +110,13 @@ def test_the_recipe_is_written_as_a_user_would_and_compared(protocol: dict[str, 
     (member,) = result["members"]
     assert member["epochs_trained"] == 2 and member["stopped"] is None and member["train_minutes"] < 5
     sampler = json.loads(Path(member["path"]).with_suffix(".json").read_text())["sampler"]
-    assert cfg.training.synthetic_levels == "campaign" and sampler["synthetic_per_batch"] == 3  # ¾ of 4
+    # 0.9 of a batch of 4 rounds to all 4; one window of each batch stays the campaign's
+    assert cfg.training.synthetic_levels == "campaign" and sampler["synthetic_per_batch"] == 3
     base = sampler["synthetic_levels"]["base"]  # measured on this campaign's targets: NiO < Ni < YSZ
     assert base[0] == 0.0 and 0.0 < base[1] < base[2] < base[3]
+    offsets = json.loads(Path(member["path"]).with_suffix(".json").read_text())["class_offsets"]
+    assert offsets["setting"]["levels"][0] == pytest.approx(base, abs=0.01)  # fitted at the same levels
+    assert offsets["setting"]["images"] == 16 and len(offsets["offsets"]) == 4
     assert set(result["seconds"]) >= {"label", "train", "predict"}
     table = subprocess.run([sys.executable, "benchmarks/generalisation.py", "compare",
                             str(protocol["work"] / "result.json")], cwd=ROOT, capture_output=True, text=True,

@@ -193,7 +193,8 @@ class TrainingConfig:
     synthetic_fraction: float = 0.0
     """Share of each batch drawn from domain-randomised simulated images with their exact truth
     (:mod:`semscale.training.synthetic`), so the network keeps seeing exact labels while it learns the
-    campaign's targets; 0: the campaign's windows only."""
+    campaign's targets (rounded to whole windows, leaving at least one of the campaign's); 0: the campaign's
+    windows only."""
     synthetic_images: int = 32
     """Simulated images (``patch_size`` × 4 px square, in memory) behind ``synthetic_fraction``."""
     synthetic_levels: Literal["calibration", "campaign"] = "calibration"

@@ -187,7 +187,8 @@ class PatchSampler:
         self.in_memory = bool(cfg.in_memory)
         self.ignore_boundary_px = float(cfg.ignore_boundary_px)
         self.cache_mb = float(cfg.cache_mb)
-        self.n_synthetic = round(self.batch_size * float(cfg.synthetic_fraction))
+        # At least one window of each batch is the campaign's whenever the fraction is below 1.
+        self.n_synthetic = min(round(self.batch_size * float(cfg.synthetic_fraction)), self.batch_size - 1)
         # Lazy: images are simulated on the first synthetic window, i.e. never when n_synthetic is 0; the
         # class offsets are fitted on further images drawn the same way (SyntheticWindows.held_out).
         levels = None
