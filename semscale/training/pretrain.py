@@ -71,9 +71,10 @@ def pretrain_synthetic(out: Path, cfg: TrainingConfig, *, workdir: Path, n_image
     if out.suffix != ".keras":
         raise ConfigError(f"Expected a `.keras` output file. Got {out}.")
     store = write_synthetic_store(workdir / "synthetic.zarr", n_images=n_images, size=size, seed=seed)
-    # every window is simulated already: no second source of simulated windows (the cpu recipe mixes them in)
+    # every window is simulated already: no second source of simulated windows (the cpu recipe mixes them in),
+    # and the weights a campaign starts from carry no class offsets (its own member gets fitted ones)
     cfg = dataclasses.replace(cfg, label_source="truth", ignore_boundary_px=0.0, init_weights=None,
-                              synthetic_fraction=0.0)
+                              synthetic_fraction=0.0, class_offsets="none")
     side = train_member(store, cfg, member=0)
     model_file = store.member_file(cfg.name, 0, "model")
     side["pretraining"] = {

@@ -23,7 +23,8 @@ def pretrained(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("pretrain")
     out = tmp / "weights" / "pre.keras"
-    side = pretrain_synthetic(out, TrainingConfig(name="pre", **TINY), workdir=tmp, n_images=3, size=96, seed=1)
+    cfg = TrainingConfig(name="pre", synthetic_fraction=0.5, class_offsets="synthetic", **TINY)  # as the cpu recipe
+    side = pretrain_synthetic(out, cfg, workdir=tmp, n_images=3, size=96, seed=1)
     return out, side, tmp
 
 
@@ -35,6 +36,8 @@ def test_pretraining_trains_on_randomised_truth(pretrained):
     out, side, tmp = pretrained
     assert out.is_file() and json.loads(out.with_suffix(".json").read_text()) == side
     assert side["label_source"] == "truth" and side["pretraining"]["images"] == 3
+    # every window from the simulated store, none mixed in; no class offsets in weights others start from
+    assert side["sampler"]["synthetic_per_batch"] == 0 and side.get("class_offsets") is None
     store = open_store(tmp / "synthetic.zarr", mode="r")
     assert store.image_ids() == ["syn0000", "syn0001", "syn0002"]
     settings = [store.image_attrs(i)["simulated_params"] for i in store.image_ids()]
