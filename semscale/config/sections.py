@@ -275,8 +275,9 @@ TRAINING_RECIPES: dict[str, dict[str, Any]] = {
 }
 """Named sets of training defaults (``training.recipe``). ``paper``: the published method (a GPU's).
 ``cpu``: the generalisation protocol's best on two CPU cores (``benchmarks/README.md``): a 4-level U-Net on
-128² windows, bfloat16 compute, a cosine schedule over a 30-min budget, three quarters of every batch
-simulated with exact truth at the phase levels measured on the campaign's targets."""
+128² windows, bfloat16 compute, a cosine schedule over a 30-min budget, 7 of the 8 windows of every batch
+simulated with exact truth at the phase levels measured on the campaign's targets, and class offsets fitted
+on further such images after training."""
 
 
 @dataclass(frozen=True)
