@@ -19,6 +19,8 @@ DOCUMENTED = {
                      "drift_offset_sd"},
     "overlap": {"base", "grain_sd", "ox_tau_min", "front_roughness", "knob_roughness",
                 "nio_internal_porosity", "nio_pore_um"},
+    "fine-slow": {"grain_d_um", "agglomerate_um", "ox_tau_min", "psf_sigma_px", "noise_gain", "noise_read",
+                  "base"},
 }
 
 
@@ -45,6 +47,9 @@ def test_the_changes_go_the_documented_way() -> None:
     gap = abs(overlap.base[YSZ] - overlap.base[NI]) + abs(overlap.base[NI] - overlap.base[NIO])
     assert gap < abs(d.base[YSZ] - d.base[NI]) + abs(d.base[NI] - d.base[NIO])
     assert overlap.grain_sd[NI] > d.grain_sd[NI]
+    fine = EVALUATION_SETTINGS["fine-slow"]
+    assert fine.grain_d_um < d.grain_d_um and fine.ox_tau_min > d.ox_tau_min and fine.psf_sigma_px < d.psf_sigma_px
+    assert fine.base[NIO] < d.base[NIO] and fine.base[YSZ] > d.base[YSZ]
 
 
 @pytest.mark.parametrize("name", sorted(EVALUATION_SETTINGS))
