@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/generalisation.py [--setting default|coarse-noisy|overlap] [--size 512 [W]]
+    python benchmarks/generalisation.py [--setting default|coarse-noisy|overlap|fine-slow] [--size 512 [W]]
         [--times 0 2 5 10 20 30 120] [--eds-times 0 10 120] [--seed 0] [--epochs 16] [--steps 40]
         [--filters 8 16 32 64] [--patch 128] [--batch 8] [--lr 2e-3] [--workers 1]
         [--recipe paper|cpu] [--set KEY=VALUE ...] [--tta] [--workdir DIR [--reuse]] [--out result.json]
