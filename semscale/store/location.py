@@ -7,8 +7,8 @@ object store live here and nowhere else:
 * the Zarr store object (:func:`zarr_store`);
 * files that libraries must see on local disk (Keras models, pickled forests): :func:`local_copy` for reading,
   :func:`writing` for writing, which replaces the file atomically (``os.replace``) or uploads it in one PUT;
-* an exclusive create for the writer lock (:func:`create_exclusive`): ``O_CREAT | O_EXCL`` on disk, a
-  conditional PUT (``If-None-Match: *``) on S3;
+* an exclusive create for the writer lock (:func:`create_exclusive`): a whole temporary file hard-linked to
+  its name on disk (``link`` refuses an existing name), a conditional PUT (``If-None-Match: *``) on S3;
 * listing, removal and the writability check.
 
 Credentials and endpoints of object stores come from the filesystem's own environment (for S3:
@@ -22,6 +22,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -118,19 +119,39 @@ def writing(path: StorePath) -> Iterator[Path]:
 
 
 def create_exclusive(path: StorePath, data: bytes) -> bool:
-    """Create ``path`` holding ``data`` unless it exists (atomic); False when it was there already."""
+    """Create ``path`` holding ``data`` unless it exists (atomic); False when it was there already.
+
+    Whoever reads ``path`` finds it absent or whole, even when the creator is killed midway: on disk the data
+    go to a private temporary file first, which is then hard-linked to ``path`` (``link`` fails when ``path``
+    exists, like ``O_EXCL``); on object storage the PUT is both conditional and atomic."""
     if isinstance(path, Path):
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            tmp.write_bytes(data)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            except OSError:  # a file system without hard links: exclusive create, then write
+                return _create_excl(path, data)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         return True
     try:
         path.fs.pipe_file(_fs_path(path), data, mode="create")
     except FileExistsError:
         return False
+    return True
+
+
+def _create_excl(path: Path, data: bytes) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
     return True
 
 

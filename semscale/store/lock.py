@@ -1,9 +1,10 @@
 """One writer per store: a lock file that every writing stage holds while it runs.
 
 The lock is a small JSON file at the store's root (:data:`semscale.store.paths.LOCK`) holding who writes:
-host, pid, command and start time (UTC). It is created exclusively (``O_CREAT | O_EXCL`` in a folder, a
-conditional PUT with ``If-None-Match: *`` on S3; :func:`semscale.store.location.create_exclusive`), so of two
-runs that start together exactly one gets it; the other is refused with a :class:`~semscale.errors.StoreError` naming the
+host, pid, command and start time (UTC). It is created exclusively and whole (a hard link of a written
+temporary file in a folder, a conditional PUT with ``If-None-Match: *`` on S3;
+:func:`semscale.store.location.create_exclusive`), so of two runs that start together exactly one gets it, and
+a run killed while taking it leaves either no lock or one naming it; the other is refused with a :class:`~semscale.errors.StoreError` naming the
 holder. Within one process the lock is re-entrant (``run`` holds it and its stages take it again), and it
 is removed when the outermost holder leaves, on success and on error alike.
 

@@ -102,3 +102,25 @@ def test_two_processes_racing_get_exactly_one_lock(tmp_path: Path) -> None:
         p.kill()
         p.wait()
     assert outcomes == ["held", "refused"], (outcomes, time.monotonic() - t0)
+
+
+def test_a_writer_killed_while_taking_the_lock_leaves_none(tmp_path: Path) -> None:
+    """The lock file appears whole or not at all: a process SIGKILLed halfway through writing what it would
+    hold leaves no lock (nothing unreadable that only `--break-lock` could clear), and the next writer takes it."""
+    code = ("import pathlib, sys, time\n"
+            "def half(self, data):\n"
+            "    with open(self, 'wb') as f:\n"
+            "        f.write(data[:len(data) // 2]); f.flush()\n"
+            "    print('half', flush=True); time.sleep(60)\n"
+            "pathlib.Path.write_bytes = half\n"
+            "from semscale.store.lock import writer_lock\n"
+            "with writer_lock(sys.argv[1], command='x'):\n    pass\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "half"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert lock_holder(tmp_path) is None
+    with writer_lock(tmp_path, command="predict"):
+        assert lock_holder(tmp_path).is_me()  # type: ignore[union-attr]
