@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "band_mask",
     "boundary_mask",
     "combine",
     "confusion_matrix",
@@ -182,6 +183,20 @@ def boundary_mask(
             radius=float(width_px), n_classes=n_classes, dtype=bool, meta=np.empty((0, 0), bool),
         )
     return _block_boundary(np.asarray(ref), float(width_px), n_classes)
+
+
+def band_mask(ref: np.ndarray, *, cls: int, next_to: int, width_px: float) -> np.ndarray:
+    """Boolean mask of the pixels of class ``cls`` within ``width_px`` (px, Euclidean) of a ``next_to`` pixel.
+
+    numpy in → numpy out; outside the array counts as no class (a block needs a ``ceil(width_px)`` margin
+    for its mask to equal the whole image's)."""
+    from scipy import ndimage
+
+    ref = np.asarray(ref)
+    near = ref == next_to
+    if not near.any():
+        return np.zeros(ref.shape, bool)
+    return (ref == cls) & (ndimage.distance_transform_edt(~near) <= width_px + 1e-9)
 
 
 def split_confusion(

@@ -6,7 +6,9 @@ are snapped to the SEM's edges; a second forest, trained on pixels drawn from th
 labels the images again (self-training). Every intermediate result is kept per block in the image's scratch
 group with a done marker recording the settings hash it was computed with (:mod:`~semscale.labelling.steps`),
 so an interrupted run resumes where it stopped; ``labels/target`` is written, complete, only after the last
-round, and the scratch is dropped once every image of the run has its target.
+round, and the scratch is dropped once every image of the run has its target. Its attrs record how it was
+made and, where the image's EDS cannot decide some pixels, the ``unresolved`` band that training ignores
+(:func:`~semscale.labelling.rules.unresolved_band`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from semscale.labelling.prepare import (
     round_two_seeds,
 )
 from semscale.labelling.registration import MAX_SHIFT_PX, MIN_QUALITY
-from semscale.labelling.rules import MARGIN
+from semscale.labelling.rules import MARGIN, unresolved_band
 from semscale.labelling.seeds import ERODE_PX
 from semscale.labelling.steps import (
     STAGE,
@@ -255,6 +257,16 @@ def _final_step(cfg: LabellingConfig) -> str:
     return "refined1" if cfg.refine_sigma is not None else "forest1"
 
 
+def _unresolved(run: _Run, p: PreparedImage) -> dict[str, Any] | None:
+    """The target pixels this image's EDS cannot decide (:func:`~semscale.labelling.rules.unresolved_band`)."""
+    band = unresolved_band(p.rules, factor=p.factor,
+                           oxidation_min=run.store.image_attrs(p.image_id).get("oxidation_min"))
+    if band is not None:
+        log.info("%s: %s; its %s within %g px of %s is labelled %s but left out of training", p.image_id,
+                 band["why"], band["class"], band["width_px"], band["next_to"], band["class"])
+    return band
+
+
 def _attrs(run: _Run, p: PreparedImage, pooled: Mapping[str, int]) -> dict[str, Any]:
     params = {**dataclasses.asdict(run.cfg), "sigmas": [float(s) for s in run.cfg.sigmas], "margin": MARGIN,
               "erode_px": ERODE_PX, "min_quality": MIN_QUALITY, "eds_sigma": EDS_SMOOTH_SIGMA,
@@ -272,6 +284,7 @@ def _attrs(run: _Run, p: PreparedImage, pooled: Mapping[str, int]) -> dict[str, 
         "seeds_pooled": dict(pooled),
         "registration": p.registration.to_dict(),
         "rules": p.rules.to_dict(),
+        "unresolved": _unresolved(run, p),
     }
 
 

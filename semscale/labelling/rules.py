@@ -30,6 +30,7 @@ __all__ = [
     "sem_split",
     "split",
     "unmix",
+    "unresolved_band",
 ]
 
 MARGIN = 0.5
@@ -277,3 +278,19 @@ def fit_rules(
                     nio_sem_max=nio_sem_max,
                     endmembers=_endmembers(q, m, ox, nio, margin=margin, min_pixels=min_pixels),
                     diagnostics=diagnostics)
+
+
+def unresolved_band(rules: EdsRules, *, factor: int, oxidation_min: float | None) -> dict[str, Any] | None:
+    """The target pixels an image's EDS cannot decide, as ``{"class", "next_to", "width_px", "why"}``, or None.
+
+    Oxidation starts on the Ni surfaces that face pores. A NiO layer thinner than one EDS pixel (``factor``
+    SEM px) leaves too little excess O in any EDS pixel to be found, so an image taken after oxidation
+    began (``oxidation_min`` > 0) whose rules find only metallic Ni may still hold such a layer: its target
+    calls it Ni. The Ni pixels within ``factor`` px of a pore are then unresolved: the target keeps them
+    (for scores and statistics), training ignores them (:class:`semscale.training.sampler.PatchSampler`).
+    """
+    if rules.nio != "Ni" or oxidation_min is None or float(oxidation_min) <= 0:
+        return None
+    return {"class": "Ni", "next_to": "pore", "width_px": float(factor),
+            "why": f"EDS finds no NiO after {float(oxidation_min):g} min of oxidation; a NiO layer thinner "
+                   f"than one EDS pixel ({factor} SEM px) on pore-facing Ni would look like this"}

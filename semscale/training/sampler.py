@@ -14,6 +14,9 @@ and every epoch draws new windows. :class:`semscale.training.dataset.PatchDatase
 * **Noisy targets:** with ``ignore_boundary_px`` r > 0, target pixels within r px of another class are
   ignored by the loss (automatic targets err mostly at phase boundaries); the network then learns from
   the reliable interiors and places boundaries from the SEM evidence.
+* **What the targets cannot tell:** a label image whose attrs name an ``unresolved`` band (the labelling's
+  :func:`~semscale.labelling.rules.unresolved_band`: Ni next to pores in an oxidised image whose EDS shows no
+  NiO) has that band ignored, in training windows and validation tiles alike.
 * **Exact labels alongside:** with ``synthetic_fraction`` f > 0 the last ``round(B·f)`` windows of each
   batch come from domain-randomised simulated images with their exact truth
   (:class:`semscale.training.synthetic.SyntheticWindows`), so the targets' own mistakes are not all the
@@ -45,10 +48,30 @@ from semscale.training.synthetic import SyntheticWindows, campaign_levels
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CachedArray", "ChunkCache", "PatchSampler", "load_tiles", "read_window"]
+__all__ = ["CachedArray", "ChunkCache", "PatchSampler", "load_tiles", "read_labels", "read_window"]
 
 _MAX_CANDIDATES = 20_000
 """At most this many rare-class window centres are kept per class and image."""
+
+
+def _unresolved_bands(store: CampaignStore, image_ids: Iterable[str], label_source: str
+                      ) -> dict[str, tuple[int, int, float]]:
+    """``{image_id: (class, next_to, width_px)}``: the band of each label image that its maker could not
+    decide (``unresolved`` in its attrs, :func:`semscale.labelling.rules.unresolved_band`); none for most."""
+    classes = list(store.classes)
+    out = {}
+    for image_id in image_ids:
+        band = store.label_attrs(image_id, label_source).get("unresolved")
+        if not band:
+            continue
+        missing = [band[k] for k in ("class", "next_to") if band[k] not in classes]
+        if missing:
+            raise StoreError(
+                f"Expected the classes of the unresolved band of labels/{label_source} of {image_id} among the "
+                f"store's classes {classes}. Got {missing}; relabel the image with this store's classes."
+            )
+        out[image_id] = (classes.index(band["class"]), classes.index(band["next_to"]), float(band["width_px"]))
+    return out
 
 
 # --- window reading -------------------------------------------------------------------------------------
@@ -72,15 +95,37 @@ def read_window(array: Any, y: int, x: int, size: int, *, fill: str | int = "ref
 def load_tiles(
     store: CampaignStore, tiles: Iterable[tuple[str, int, int]], *, label_source: str, patch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Read validation tiles ``(image_id, y0, x0)``: ``(x float32 (N, P, P, 1), y uint8 (N, P, P))``."""
+    """Read validation tiles ``(image_id, y0, x0)``: ``(x float32 (N, P, P, 1), y uint8 (N, P, P))``, 255
+    in each label image's unresolved band (as in training, so the best epoch is not chosen on it)."""
     tiles = list(tiles)
     p = patch_size
+    bands = _unresolved_bands(store, sorted({i for i, _, _ in tiles}), label_source)
     x = np.empty((len(tiles), p, p, 1), np.float32)
     y = np.empty((len(tiles), p, p), np.uint8)
     for n, (i, y0, x0) in enumerate(tiles):
         x[n, ..., 0] = apply_norm(read_window(store.sem_array(i), y0, x0, p), store.norm(i))
-        y[n] = read_window(store.label_array(i, label_source), y0, x0, p, fill=IGNORE_LABEL)
+        y[n] = read_labels(store.label_array(i, label_source), y0, x0, p, n_classes=len(store.classes),
+                           band=bands.get(i))
     return x, y
+
+
+def read_labels(lab: Any, y: int, x: int, size: int, *, n_classes: int, ignore_boundary_px: float = 0.0,
+                band: tuple[int, int, float] | None = None) -> np.ndarray:
+    """The ``size``² label window at ``(y, x)`` (:func:`read_window`, 255 outside), 255 also where the loss
+    must not look: pixels within ``ignore_boundary_px`` of another class, and the ``band`` ``(class, next_to,
+    width_px)`` its labelling left unresolved (:func:`_unresolved_bands`). Equal to masking the whole image."""
+    m = math.ceil(max(ignore_boundary_px, band[2] if band else 0.0))  # margin: classes just outside count too
+    if m == 0:
+        return read_window(lab, y, x, size, fill=IGNORE_LABEL)
+    from semscale.analysis.metrics import band_mask, boundary_mask
+
+    big = read_window(lab, y - m, x - m, size + 2 * m, fill=IGNORE_LABEL)
+    drop = np.zeros(big.shape, bool)
+    if ignore_boundary_px > 0:
+        drop |= boundary_mask(big, width_px=ignore_boundary_px, n_classes=n_classes)
+    if band:
+        drop |= band_mask(big, cls=band[0], next_to=band[1], width_px=band[2])
+    return np.where(drop, np.uint8(IGNORE_LABEL), big)[m : m + size, m : m + size]
 
 
 class ChunkCache:
@@ -205,6 +250,10 @@ class PatchSampler:
         self.rare_threshold = 0.5 / self.n_classes if cfg.rare_threshold is None else float(cfg.rare_threshold)
         self.norms = {i: store.norm(i) for i in split.train_images}
         self.sources = [_WindowSource(i, split.shapes[i], split.test_mask(i)) for i in split.train_images]
+        self.unresolved = _unresolved_bands(store, split.train_images, cfg.label_source)
+        for image_id, (c, n, w) in self.unresolved.items():
+            log.info("%s: labels/%s leave %s within %g px of %s unresolved; training ignores them", image_id,
+                     cfg.label_source, store.classes[c], w, store.classes[n])
         self._image_p = self._image_weights()
         self.class_fractions = self._scan_classes()
         self.rare_classes = [c for c, f in enumerate(self.class_fractions) if 0 < f < self.rare_threshold]
@@ -371,7 +420,7 @@ class PatchSampler:
         for j, (image_id, y0, x0) in enumerate(self.positions(index, e)[:n_campaign]):
             sem, lab = self._arrays(image_id)
             img = apply_norm(read_window(sem, y0, x0, p), self.norms[image_id])
-            labels = self._read_labels(lab, y0, x0)
+            labels = self._read_labels(image_id, lab, y0, x0)
             rng = np.random.default_rng([self.seed, e, index, j, 1])
             x[j, ..., 0], y[j] = augment_pair(img, labels, rng, self.augment)
         for j in range(n_campaign, self.batch_size):  # exact-truth windows of simulated images
@@ -380,17 +429,9 @@ class PatchSampler:
             x[j, ..., 0], y[j] = augment_pair(img, labels, rng, self.augment)
         return x, y
 
-    def _read_labels(self, lab: Any, y0: int, x0: int) -> np.ndarray:
-        """The label window; with ``ignore_boundary_px`` pixels that close to another class become 255."""
-        p, r = self.patch_size, self.ignore_boundary_px
-        if r <= 0:
-            return read_window(lab, y0, x0, p, fill=IGNORE_LABEL)
-        from semscale.analysis.metrics import boundary_mask
-
-        m = math.ceil(r)  # margin, so boundaries just outside the window count too
-        big = read_window(lab, y0 - m, x0 - m, p + 2 * m, fill=IGNORE_LABEL)
-        band = boundary_mask(big, width_px=r, n_classes=self.n_classes)
-        return np.where(band, np.uint8(IGNORE_LABEL), big)[m : m + p, m : m + p]
+    def _read_labels(self, image_id: str, lab: Any, y0: int, x0: int) -> np.ndarray:
+        return read_labels(lab, y0, x0, self.patch_size, n_classes=self.n_classes,
+                           ignore_boundary_px=self.ignore_boundary_px, band=self.unresolved.get(image_id))
 
     def describe(self) -> dict[str, Any]:
         """Sampler settings for the model sidecar."""
@@ -403,6 +444,8 @@ class PatchSampler:
             "seed": self.seed,
             "rare_fraction": self.rare_fraction,
             "ignore_boundary_px": self.ignore_boundary_px,
+            "unresolved": {i: {"class": int(c), "next_to": int(n), "width_px": w}
+                           for i, (c, n, w) in self.unresolved.items()},
             "synthetic_per_batch": self.n_synthetic,
             **({"synthetic_levels": {"base": [round(v, 2) for v in self.synthetic.levels[0]],
                                      "grain_sd": [round(v, 2) for v in self.synthetic.levels[1]]}}

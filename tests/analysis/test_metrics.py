@@ -168,3 +168,18 @@ def test_evaluate_writes_attrs_and_formats(tmp_path, client):
     assert allres["total"]["accuracy"] == pytest.approx(res["accuracy"])
     with pytest.raises(StoreError, match="predictions"):
         evaluate(s, "im", pred=("predictions", "nomodel"), ref="truth")
+
+
+def test_band_mask_is_the_class_within_a_distance_of_another() -> None:
+    """Brute force: a pixel of ``cls`` is in the band iff some ``next_to`` pixel lies within the width."""
+    from semscale.analysis.metrics import band_mask
+
+    rng = np.random.default_rng(5)
+    ref = rng.choice(4, size=(23, 29), p=[0.05, 0.2, 0.5, 0.25]).astype(np.uint8)
+    ys, xs = np.nonzero(ref == 0)
+    for width in (1.0, 2.5):
+        got = band_mask(ref, cls=2, next_to=0, width_px=width)
+        yy, xx = np.mgrid[0:23, 0:29]
+        d2 = ((yy[..., None] - ys) ** 2 + (xx[..., None] - xs) ** 2).min(axis=-1)
+        np.testing.assert_array_equal(got, (ref == 2) & (d2 <= width**2))
+    assert not band_mask(np.full((4, 4), 2, np.uint8), cls=2, next_to=0, width_px=3).any()

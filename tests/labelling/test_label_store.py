@@ -124,6 +124,20 @@ def test_a_run_stopped_between_its_targets_labels_them_all_again(tmp_path, toy_i
     assert again["labelled"] == [] and s.scratch_group(STAGE, "a") is None
 
 
+def test_an_oxidised_image_whose_eds_shows_no_nio_records_its_unresolved_band(tmp_path, toy_image, store_of):
+    """The stage reads each image's oxidation time: the Ni-only image said to be oxidised gets the band
+    (one EDS pixel wide) in its target's attrs, the one with NiO gets none; the target itself is unchanged."""
+    images = {"ni": toy_image((128, 160), seed=3, phases=(0.3, 0.0, 0.4, 0.3)), "nio": toy_image((128, 160), seed=4)}
+    s = store_of(tmp_path / "u.zarr", images)
+    for image_id in images:
+        s.set_image_attrs(image_id, oxidation_min=10.0)
+    label_store(s, None, CFG)
+    band = s.label_attrs("ni", "target")["unresolved"]
+    assert (band["class"], band["next_to"], band["width_px"]) == ("Ni", "pore", 4.0)
+    assert s.label_attrs("nio", "target")["unresolved"] is None
+    assert s.label_attrs("ni", "target")["rules"]["nio"] == "Ni"
+
+
 def test_missing_element_is_an_error(tmp_path, toy_image, store_of):
     sem, truth, eds = toy_image((96, 96), seed=6)
     del eds["O"]

@@ -63,3 +63,20 @@ def test_rules_need_every_element_and_solid_pixels(toy_image):
     with pytest.raises(InputImageError, match="fully solid"):
         fit_rules(smooth_eds(eds), sem_solid=np.zeros((32, 32), np.float32),
                   sem_hist=(np.ones(10), np.linspace(0, 1, 11)))
+
+
+def test_an_oxidised_image_without_eds_nio_leaves_pore_facing_ni_unresolved(toy_image):
+    """Ni-only rules after oxidation began: the Ni within one EDS pixel of a pore is unresolved; before
+    oxidation (0 min, or no time given) and wherever the EDS finds NiO, the target claims every pixel."""
+    from semscale.labelling.rules import unresolved_band
+
+    sem, _, eds = toy_image((256, 256), seed=21, phases=(0.3, 0.0, 0.4, 0.3))
+    ni_only = _fit(sem, eds)
+    band = unresolved_band(ni_only, factor=F, oxidation_min=10)
+    assert band is not None and band["why"]
+    assert {k: band[k] for k in ("class", "next_to", "width_px")} == {"class": "Ni", "next_to": "pore",
+                                                                       "width_px": float(F)}
+    assert unresolved_band(ni_only, factor=F, oxidation_min=0) is None
+    assert unresolved_band(ni_only, factor=F, oxidation_min=None) is None
+    sem, _, eds = toy_image((256, 256), seed=21)
+    assert unresolved_band(_fit(sem, eds), factor=F, oxidation_min=10) is None  # NiO found: nothing hidden

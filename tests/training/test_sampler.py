@@ -163,6 +163,43 @@ def test_ignore_boundary_band_matches_whole_image(data_store):
         assert (y == IGNORE_LABEL).any() and (y != IGNORE_LABEL).any()
 
 
+def test_an_unresolved_band_is_ignored_in_windows_and_validation_tiles(tmp_path, blobs):
+    """A target whose attrs name an unresolved band (Ni within 3 px of pore) has exactly that band ignored,
+    on top of the boundary band, in every training window and validation tile, as if masked on the whole
+    image; the other image's windows keep every pixel; the sidecar description names it."""
+    from semscale.analysis.metrics import band_mask, boundary_mask
+    from semscale.errors import StoreError
+
+    store = create_store(tmp_path / "c.zarr", name="t", pixel_size_um=0.04458)
+    blobs.add_exact(store, "a", blobs.labels((150, 200), 1))
+    blobs.add_exact(store, "b", blobs.labels((130, 170), 2))
+    store.set_label_attrs("a", "target", unresolved={"class": "Ni", "next_to": "pore", "width_px": 3.0, "why": "t"})
+    s = make_split(store, cfg(test_tiles_fraction=0.2, seed=1))
+    ds = make_ds(store, s, augment=False, ignore_boundary_px=1)
+    full = {i: store.labels(i, "target").compute() for i in s.train_images}
+    band = band_mask(full["a"], cls=2, next_to=0, width_px=3.0)
+    assert band.any() and (full["a"][band] == 2).all()
+    want = {i: np.where(boundary_mask(v, width_px=1, n_classes=4) | (band if i == "a" else False), IGNORE_LABEL, v)
+            for i, v in full.items()}
+    hidden = 0
+    for i in range(len(ds)):
+        _, y = ds.batch(i, 0)
+        for j, (image_id, y0, x0) in enumerate(ds.positions(i, 0)):
+            np.testing.assert_array_equal(y[j], want[image_id][y0 : y0 + P, x0 : x0 + P])
+            if image_id == "a":
+                hidden += int((band & ~boundary_mask(full["a"], width_px=1, n_classes=4))[y0 : y0 + P, x0 : x0 + P].sum())
+    assert hidden > 0  # the band reaches beyond the boundary band, and some window shows it
+    _, yv = load_tiles(store, s.val_tiles(), label_source="target", patch_size=P)
+    for n, (i, y0, x0) in enumerate(s.val_tiles()):
+        ref = np.where(band, IGNORE_LABEL, full["a"]) if i == "a" else full[i]
+        np.testing.assert_array_equal(yv[n], ref[y0 : y0 + P, x0 : x0 + P])
+    assert ds.describe()["unresolved"] == {"a": {"class": 2, "next_to": 0, "width_px": 3.0}}
+
+    store.set_label_attrs("b", "target", unresolved={"class": "Nickel", "next_to": "pore", "width_px": 3.0})
+    with pytest.raises(StoreError, match=r"labels/target of b.*Got \['Nickel'\]; relabel"):
+        make_ds(store, s)
+
+
 def test_rare_class_windows_are_favoured(tmp_path, blobs):
     s = create_store(tmp_path / "r.zarr", name="r", pixel_size_um=0.04458)
     lab = blobs.labels((256, 256), 21, rare=True)
