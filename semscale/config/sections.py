@@ -201,6 +201,10 @@ class TrainingConfig:
     """Phase grey levels of those simulated images: ``calibration`` (randomised around the simulator's
     calibration) or ``campaign`` (randomised around the levels and per-grain contrast measured on this
     campaign's training images and their ``label_source`` labels, :func:`semscale.training.synthetic.campaign_levels`)."""
+    synthetic_zoom: tuple[float, float] = (1.0, 1.0)
+    """Each simulated window is resampled by a factor drawn log-uniformly in this range (< 1: grains, NiO
+    rims and the SEM's blur look smaller in px, as at a lower magnification; > 1: larger), so the network
+    does not learn one imaging scale; ``[1, 1]``: as simulated."""
     class_offsets: Literal["none", "synthetic"] = "none"
     """``synthetic``: after training, offsets of the network's class log-probabilities are fitted on
     ``calibration_images`` further simulated images with exact truth (drawn like the ``synthetic_levels``
@@ -259,6 +263,9 @@ class TrainingConfig:
         _check(self.cache_mb >= 0, "training.cache_mb", "a number >= 0 (MiB)", self.cache_mb)
         _check(0 <= self.synthetic_fraction < 1, "training.synthetic_fraction", "a number in [0, 1)",
                self.synthetic_fraction)
+        lo_hi = tuple(self.synthetic_zoom)
+        _check(len(lo_hi) == 2 and 0.25 <= lo_hi[0] <= lo_hi[1] <= 4, "training.synthetic_zoom",
+               "a range [low, high] within [0.25, 4]", list(lo_hi))
         _check(self.budget_min is None or self.budget_min > 0, "training.budget_min",
                "a positive number of minutes or null", self.budget_min)
 

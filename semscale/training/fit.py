@@ -177,7 +177,9 @@ def _fingerprint(cfg: TrainingConfig, member: int, split: TileSplit, dataset: An
         fingerprint["lr_schedule"] = cfg.lr_schedule
     if cfg.synthetic_fraction > 0:
         fingerprint["synthetic"] = {"fraction": float(cfg.synthetic_fraction), "images": int(cfg.synthetic_images),
-                                    **({"levels": cfg.synthetic_levels} if cfg.synthetic_levels != "calibration" else {})}
+                                    **({"levels": cfg.synthetic_levels} if cfg.synthetic_levels != "calibration" else {}),
+                                    **({"zoom": [float(v) for v in cfg.synthetic_zoom]}
+                                       if tuple(cfg.synthetic_zoom) != (1.0, 1.0) else {})}
     if cfg.init_weights is not None:
         from semscale.training.pretrain import init_weights_path
         from semscale.training.unet import content_hash

@@ -243,7 +243,8 @@ class PatchSampler:
             log.info("synthetic windows centred on the campaign's phase levels: base %s, grain contrast %s",
                      np.round(levels[0], 1).tolist(), np.round(levels[1], 1).tolist())
         self.synthetic = SyntheticWindows(n_images=cfg.synthetic_images, size=4 * split.patch_size, seed=self.seed,
-                                          levels=levels, pixel_size_um=store.meta.get("pixel_size_um"))
+                                          levels=levels, pixel_size_um=store.meta.get("pixel_size_um"),
+                                          zoom=cfg.synthetic_zoom)
         self._reset_handles()
         self.rare_fraction = float(cfg.rare_fraction)
         self.n_classes = len(store.classes)
@@ -447,6 +448,7 @@ class PatchSampler:
             "unresolved": {i: {"class": int(c), "next_to": int(n), "width_px": w}
                            for i, (c, n, w) in self.unresolved.items()},
             "synthetic_per_batch": self.n_synthetic,
+            **({"synthetic_zoom": list(self.synthetic.zoom)} if self.synthetic.zoom != (1.0, 1.0) else {}),
             **({"synthetic_levels": {"base": [round(v, 2) for v in self.synthetic.levels[0]],
                                      "grain_sd": [round(v, 2) for v in self.synthetic.levels[1]]}}
                if self.synthetic.levels is not None else {}),

@@ -127,15 +127,17 @@ class SyntheticWindows:
     """
 
     def __init__(self, *, n_images: int, size: int, seed: int, levels: Levels | None = None,
-                 pixel_size_um: float | None = None, stream: int = 1) -> None:
+                 pixel_size_um: float | None = None, stream: int = 1, zoom: tuple[float, float] = (1.0, 1.0)
+                 ) -> None:
         self.n_images, self.size, self.seed, self.stream = int(n_images), int(size), int(seed), int(stream)
         self.levels, self.pixel_size_um = levels, pixel_size_um
+        self.zoom = (float(zoom[0]), float(zoom[1]))
         self._images: list[tuple[np.ndarray, np.ndarray]] | None = None
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"n_images": self.n_images, "size": self.size, "seed": self.seed, "levels": self.levels,
-                "pixel_size_um": self.pixel_size_um, "stream": self.stream}
+                "pixel_size_um": self.pixel_size_um, "stream": self.stream, "zoom": self.zoom}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
@@ -158,14 +160,27 @@ class SyntheticWindows:
         """``n_images`` other images drawn the same way (same levels, size and pixel size; another random
         stream, so none of them is one of these)."""
         return SyntheticWindows(n_images=n_images, size=self.size, seed=self.seed, levels=self.levels,
-                                pixel_size_um=self.pixel_size_um, stream=self.stream + 1)
+                                pixel_size_um=self.pixel_size_um, stream=self.stream + 1, zoom=self.zoom)
 
     def window(self, rng: np.random.Generator, patch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """One ``patch_size``² window of a random image at a random position."""
+        """One ``patch_size``² window of a random image at a random position, resampled by a factor z drawn
+        log-uniformly in ``zoom`` (a ``round(patch_size / z)``² px crop, linear for the image, nearest for the
+        truth: z < 1 shows grains, rims and the blur smaller in px). No draw when ``zoom`` is (1, 1)."""
         p = int(patch_size)
-        if p > self.size:
-            raise ValueError(f"synthetic images of {self.size} px are smaller than the {p} px window")
+        lo, hi = self.zoom
+        z = lo if lo == hi else float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        q = max(round(p / z), 1)
+        if q > self.size:
+            raise ValueError(f"synthetic images of {self.size} px are smaller than the {q} px window "
+                             f"({p} px at zoom {z:.3g})")
         images = self.images()
         img, lab = images[int(rng.integers(len(images)))]
-        y, x = (int(v) for v in rng.integers(0, self.size - p + 1, size=2))
-        return img[y : y + p, x : x + p], lab[y : y + p, x : x + p]
+        y, x = (int(v) for v in rng.integers(0, self.size - q + 1, size=2))
+        img, lab = img[y : y + q, x : x + q], lab[y : y + q, x : x + q]
+        if q == p:
+            return img, lab
+        from scipy import ndimage
+
+        f = p / q  # grid_mode: pixel areas align, and the output is exactly p × p
+        return (ndimage.zoom(img, f, order=1, mode="nearest", grid_mode=True),
+                ndimage.zoom(lab, f, order=0, mode="nearest", grid_mode=True))

@@ -313,6 +313,7 @@ def _observed_member(store, seen: dict) -> dict:
         "verbose": fit_kw["verbose"], **_observed_schedule(fit_kw["callbacks"][1]),
         "synthetic_fraction": ds.n_synthetic / ds.batch_size, "synthetic_images": ds.synthetic.n_images,
         "synthetic_levels": "calibration" if ds.synthetic.levels is None else "campaign",
+        "synthetic_zoom": ds.synthetic.zoom,
         "init_weights": None if _he_normal_start(run, model) else "?",
         "class_offsets": "none" if fit._calibration_setting(run) is None else "synthetic",
         "calibration_images": fit._calibration_windows(run).n_images,

@@ -276,3 +276,53 @@ def test_synthetic_windows_fill_the_end_of_each_batch(data_store):
     again = pickle.loads(pickle.dumps(mixed))  # rebuilt identically where unpickled
     np.testing.assert_array_equal(again[1][0], xm)
     np.testing.assert_array_equal(again[1][1], ym)
+
+
+def test_zoomed_synthetic_windows_show_the_truth_at_another_scale():
+    """A window at zoom z is a round(P / z)² crop resampled to P²: at z = 0.5 every label is one of the four
+    of its 2×2 block of the crop and every grey value lies within its 4×4 neighbourhood's range; at z = 2 a
+    16² crop fills the window; zoom (1, 1) draws nothing extra, so unzoomed windows stay the same windows."""
+    from semscale.training.synthetic import SyntheticWindows
+
+    plain = SyntheticWindows(n_images=2, size=4 * P, seed=3)
+    images = plain.images()
+    for z, q in ((0.5, 2 * P), (2.0, P // 2)):
+        zoomed = SyntheticWindows(n_images=2, size=4 * P, seed=3, zoom=(z, z))
+        zoomed._images = images  # the same simulated images
+        img, lab = zoomed.window(np.random.default_rng(11), P)
+        rng = np.random.default_rng(11)  # replay the draws: image, then the crop's corner
+        src_img, src_lab = images[int(rng.integers(2))]
+        y, x = (int(v) for v in rng.integers(0, 4 * P - q + 1, size=2))
+        crop_img, crop_lab = src_img[y : y + q, x : x + q], src_lab[y : y + q, x : x + q]
+        assert img.shape == lab.shape == (P, P) and img.dtype == np.float32 and lab.dtype == np.uint8
+        if z == 0.5:
+            blocks = crop_lab.reshape(P, 2, P, 2).transpose(0, 2, 1, 3).reshape(P, P, 4)
+            assert (blocks == lab[..., None]).any(axis=-1).all()
+            padded = np.pad(crop_img, 1, mode="edge")
+            win = np.lib.stride_tricks.sliding_window_view(padded, (4, 4))[::2, ::2]
+            assert ((img >= win.min(axis=(-1, -2)) - 1e-6) & (img <= win.max(axis=(-1, -2)) + 1e-6)).all()
+        else:
+            np.testing.assert_array_equal(lab[::2, ::2], crop_lab)  # nearest: each crop pixel fills 2×2
+    a = SyntheticWindows(n_images=2, size=4 * P, seed=3, zoom=(1.0, 1.0))
+    a._images = images
+    ra, rb = np.random.default_rng(5), np.random.default_rng(5)
+    img_a, lab_a = a.window(ra, P)
+    i = int(rb.integers(2))
+    y, x = (int(v) for v in rb.integers(0, 3 * P + 1, size=2))
+    np.testing.assert_array_equal(lab_a, images[i][1][y : y + P, x : x + P])
+    drawn = SyntheticWindows(n_images=2, size=4 * P, seed=3, zoom=(0.7, 1.4))
+    drawn._images = images
+    assert {drawn.window(np.random.default_rng(k), P)[0].shape for k in range(6)} == {(P, P)}
+
+
+def test_synthetic_zoom_is_recorded_and_checked(data_store):
+    from semscale.errors import ConfigError
+
+    s = make_split(data_store, cfg(test_tiles_fraction=0.2, seed=1))
+    ds = make_ds(data_store, s, augment=False, synthetic_fraction=0.25, synthetic_images=2, synthetic_zoom=(0.7, 1.4))
+    assert ds.describe()["synthetic_zoom"] == [0.7, 1.4] and ds.synthetic.zoom == (0.7, 1.4)
+    assert "synthetic_zoom" not in make_ds(data_store, s, synthetic_fraction=0.25, synthetic_images=2).describe()
+    _, y = ds.batch(0, 0)
+    assert set(np.unique(y[-2:])) <= {0, 1, 2, 3}
+    with pytest.raises(ConfigError, match=r"training.synthetic_zoom.*within \[0.25, 4\].*\[0.1, 1.0\]"):
+        TrainingConfig(synthetic_zoom=(0.1, 1.0))
