@@ -309,6 +309,7 @@ def test_zoomed_synthetic_windows_show_the_truth_at_another_scale():
     img_a, lab_a = a.window(ra, P)
     i = int(rb.integers(2))
     y, x = (int(v) for v in rb.integers(0, 3 * P + 1, size=2))
+    np.testing.assert_array_equal(img_a, images[i][0][y : y + P, x : x + P])
     np.testing.assert_array_equal(lab_a, images[i][1][y : y + P, x : x + P])
     drawn = SyntheticWindows(n_images=2, size=4 * P, seed=3, zoom=(0.7, 1.4))
     drawn._images = images
