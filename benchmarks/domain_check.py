@@ -40,13 +40,11 @@ def score(member: str, params: Any, *, time_min: float, seed: int, size: int, pi
           ) -> tuple[float, float]:
     """``(signed NiO error in points, accuracy in %)`` of ``member`` on one simulated image."""
     from semscale.inference.memory import segment_array
-    from semscale.kernels.norm import histogram, norm_from_histogram
     from semscale.synth import simulate
 
     sim = simulate((size, size), oxidation_min=time_min, seed=seed, with_eds=False, params=params,
                    pixel_size_um=pixel_size_um)
-    norm = norm_from_histogram(histogram(sim.sem, nbins=int(np.iinfo(sim.sem.dtype).max) + 1))
-    labels = segment_array(sim.sem, models=[member], norm=norm)["labels"]
+    labels = segment_array(sim.sem, models=[member])["labels"]  # normalised as ingest would (norm_for_array)
     return 100 * float((labels == 1).mean() - (sim.truth == 1).mean()), 100 * float((labels == sim.truth).mean())
 
 
